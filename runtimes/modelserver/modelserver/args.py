@@ -1,0 +1,53 @@
+"""Command-line flags, named as KServe's runtimes name them so ServingRuntime args fit as-is."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def str2bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog=prog, description=description or None)
+    parser.add_argument("--model_name", default=env("MODEL_NAME", "model"),
+                        help="name the model is served under (env MODEL_NAME; default: model)")
+    parser.add_argument("--model_dir", default=env("MODEL_DIR", "/mnt/models"),
+                        help="local folder the model is loaded from (default: /mnt/models)")
+    parser.add_argument("--http_port", type=int, default=int(env("HTTP_PORT", "8080")),
+                        help="REST port (default: 8080)")
+    parser.add_argument("--grpc_port", type=int, default=int(env("GRPC_PORT", "8081")),
+                        help="gRPC port (default: 8081)")
+    parser.add_argument("--host", default=env("HOST", "0.0.0.0"),
+                        help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--workers", type=int, default=int(env("WORKERS", "1")),
+                        help="server processes sharing the ports (default: 1)")
+    parser.add_argument("--enable_grpc", type=str2bool, nargs="?", const=True, default=True,
+                        help="serve gRPC on --grpc_port (default: true)")
+    parser.add_argument("--log_level", default=env("LOG_LEVEL", "info"),
+                        choices=["critical", "error", "warning", "info", "debug"],
+                        help="log level (default: info)")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
+    """Parse known flags; unknown ones are logged and ignored, as KServe's servers do."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        log.warning("ignoring unknown arguments: %s", " ".join(unknown))
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args

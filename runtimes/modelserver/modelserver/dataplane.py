@@ -1,0 +1,72 @@
+"""The one data plane: every transport and protocol calls into this."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from . import __version__
+from .errors import ModelFailed, ServingError
+from .model import Model
+from .repository import ModelRepository
+from .types import InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "modelserver"
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+        self.extensions: list[str] = []
+
+    # -- health and metadata --------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.repository.all_ready()
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": self.extensions}
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.repository.get(name, version).ready
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict:
+        model = self.repository.get(name, version)
+        return {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": model.platform,
+            "inputs": [spec.as_dict() for spec in model.inputs()],
+            "outputs": [spec.as_dict() for spec in model.outputs()],
+        }
+
+    # -- inference ------------------------------------------------------------------------------
+    async def infer(
+        self, name: str, request: InferRequest, version: str | None = None
+    ) -> InferResponse:
+        model = self.repository.ready_model(name, version)
+        return await self._run(model, request)
+
+    async def predict_v1(self, name: str, body: Any) -> dict:
+        model = self.repository.ready_model(name)
+        response = await self._run(model, model.decode_v1(body))
+        return model.encode_v1(response)
+
+    async def _run(self, model: Model, request: InferRequest) -> InferResponse:
+        request.model_name = model.name
+        try:
+            request = model.preprocess(request)
+            result = model.predict(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return model.postprocess(model.make_response(result, request))
+        except ServingError:
+            raise
+        except Exception as exc:
+            log.exception("model '%s' failed", model.name)
+            raise ModelFailed(f"model '{model.name}' failed: {type(exc).__name__}: {exc}") from None

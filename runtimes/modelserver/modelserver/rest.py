@@ -1,0 +1,187 @@
+"""REST transport: a bare ASGI application that adapts HTTP to the data plane.
+
+No framework sits between uvicorn and the handlers: routing is a dict lookup or one regex, and
+bodies go straight to orjson. A framework's per-request machinery would cost more than the
+predict call of a small model."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from . import v2json
+from .dataplane import DataPlane
+from .errors import InvalidInput, MethodNotAllowed, NotFound, ServingError, Unavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[tuple[int, bytes]]]
+
+_V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
+_V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?")
+
+
+def _ok(payload: Any) -> tuple[int, bytes]:
+    return 200, v2json.dumps(payload)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+async def read_body(receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidInput("the request has no body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+
+
+class RestApp:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ):
+        self.dataplane = dataplane
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        # Fixed paths: path -> {method: handler}.
+        self.static: dict[str, dict[str, Handler]] = {
+            "/": {"GET": self.root},
+            "/v1/models": {"GET": self.v1_list},
+            "/v2": {"GET": self.v2_metadata},
+            "/v2/health/live": {"GET": self.v2_live},
+            "/v2/health/ready": {"GET": self.v2_ready},
+        }
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def http(self, scope, receive, send) -> None:
+        try:
+            status, payload = await self.dispatch(scope, receive)
+        except ServingError as exc:
+            status, payload = exc.status, error_body(exc.message)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            status, payload = 500, error_body("internal server error")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def dispatch(self, scope, receive) -> tuple[int, bytes]:
+        path, method = scope["path"], scope["method"]
+        methods = self.static.get(path)
+        if methods is not None:
+            return await _pick(methods, method)(receive)
+        if match := _V2_MODEL.fullmatch(path):
+            name, version, action = match.groups()
+            if action == "infer":
+                _allow(method, "POST")
+                return await self.v2_infer(receive, name, version)
+            _allow(method, "GET")
+            if action == "ready":
+                return self.v2_model_ready(name, version)
+            return _ok(self.dataplane.model_metadata(name, version))
+        if match := _V1_MODEL.fullmatch(path):
+            name, action = match.groups()
+            if action == "predict":
+                _allow(method, "POST")
+                return await self.v1_predict(receive, name)
+            _allow(method, "GET")
+            return self.v1_model_ready(name)
+        raise NotFound(f"no route for {path}")
+
+    # -- v1 -------------------------------------------------------------------------------------
+    async def root(self, receive) -> tuple[int, bytes]:
+        return _ok({"status": "alive"})
+
+    async def v1_list(self, receive) -> tuple[int, bytes]:
+        return _ok({"models": self.dataplane.repository.names()})
+
+    def v1_model_ready(self, name: str) -> tuple[int, bytes]:
+        if not self.dataplane.model_ready(name):
+            raise Unavailable(f"model '{name}' is not ready")
+        return _ok({"name": name, "ready": True})
+
+    async def v1_predict(self, receive, name: str) -> tuple[int, bytes]:
+        body = parse_json(await read_body(receive))
+        return _ok(await self.dataplane.predict_v1(name, body))
+
+    # -- v2 -------------------------------------------------------------------------------------
+    async def v2_metadata(self, receive) -> tuple[int, bytes]:
+        return _ok(self.dataplane.server_metadata())
+
+    async def v2_live(self, receive) -> tuple[int, bytes]:
+        return _ok({"live": self.dataplane.live()})
+
+    async def v2_ready(self, receive) -> tuple[int, bytes]:
+        if not self.dataplane.ready():
+            raise Unavailable("the server is not ready: not every model has loaded")
+        return _ok({"ready": True})
+
+    def v2_model_ready(self, name: str, version: str | None) -> tuple[int, bytes]:
+        if not self.dataplane.model_ready(name, version):
+            raise Unavailable(f"model '{name}' is not ready")
+        return _ok({"name": name, "ready": True})
+
+    async def v2_infer(self, receive, name: str, version: str | None) -> tuple[int, bytes]:
+        request = v2json.decode_request(parse_json(await read_body(receive)))
+        response = await self.dataplane.infer(name, request, version)
+        return 200, v2json.encode_response(response)
+
+    # -- lifespan -------------------------------------------------------------------------------
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.on_startup:
+                    await self.on_startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.on_shutdown:
+                    await self.on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"method {method} not allowed; use {allowed}")
+
+
+def _pick(methods: dict[str, Handler], method: str) -> Handler:
+    handler = methods.get(method)
+    if handler is None:
+        raise MethodNotAllowed(f"method {method} not allowed; use {', '.join(methods)}")
+    return handler

@@ -1,0 +1,82 @@
+"""The data plane's own request and response types: numpy arrays end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .datatypes import from_numpy
+from .errors import InvalidInput
+
+
+@dataclass(slots=True)
+class TensorSpec:
+    """A declared input or output, as model metadata reports it. -1 is a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A named tensor. `data` already has `shape`; BYTES tensors hold `bytes` objects."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    parameters: dict[str, Any] | None = None
+
+    @classmethod
+    def from_numpy(cls, name: str, array: Any, parameters: dict | None = None) -> Tensor:
+        array = np.asarray(array)
+        return cls(name, from_numpy(array.dtype), list(array.shape), array, parameters)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class InferRequest:
+    inputs: list[Tensor]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None
+    model_name: str = ""
+
+    def input(self, name: str) -> Tensor:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise InvalidInput(f"missing input '{name}'")
+
+    def as_numpy(self) -> dict[str, np.ndarray]:
+        return {tensor.name: tensor.data for tensor in self.inputs}
+
+    @property
+    def output_names(self) -> list[str] | None:
+        return None if self.outputs is None else [o.name for o in self.outputs]
+
+
+@dataclass(slots=True)
+class InferResponse:
+    outputs: list[Tensor]
+    model_name: str = ""
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = field(default=None)
+
+    def output(self, name: str) -> Tensor:
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)

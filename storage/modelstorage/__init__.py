@@ -1,0 +1,1 @@
+"""Shared model downloader: fetch a model URI into a local model directory."""
