@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
@@ -18,8 +19,10 @@ SERVER_NAME = "modelserver"
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository):
+    def __init__(self, repository: ModelRepository, peers_ready: Callable[[], bool] | None = None):
         self.repository = repository
+        # With several worker processes, the server is ready only once every one of them is.
+        self.peers_ready = peers_ready
         self.extensions: list[str] = []
 
     # -- health and metadata --------------------------------------------------------------------
@@ -27,7 +30,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.repository.all_ready()
+        return self.repository.all_ready() and (self.peers_ready is None or self.peers_ready())
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": self.extensions}

@@ -43,8 +43,10 @@ class ModelServer:
     def _run_workers(self, models: list[Model]) -> int:
         # Spawned, not forked: a child forked after a framework's thread pool has run deadlocks.
         context = multiprocessing.get_context("spawn")
+        loaded = context.Value("i", 0)  # workers whose models have all loaded
         workers = [
-            context.Process(target=_worker_main, args=(self.args, models), name=f"worker-{i}")
+            context.Process(target=_worker_main, args=(self.args, models, loaded),
+                            name=f"worker-{i}")
             for i in range(self.args.workers)
         ]
         for worker in workers:
@@ -62,9 +64,9 @@ class ModelServer:
         return max((w.exitcode or 0) for w in workers)
 
 
-def _worker_main(args, models: list[Model]) -> None:
+def _worker_main(args, models: list[Model], loaded) -> None:
     configure_logging(args.log_level)
-    sys.exit(_run_worker(args, models))
+    sys.exit(_run_worker(args, models, loaded))
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -79,10 +81,13 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _run_worker(args, models: list[Model]) -> int:
-    """One server process: load the models in the background while already answering probes."""
+def _run_worker(args, models: list[Model], loaded=None) -> int:
+    """One server process: load the models in the background while already answering probes.
+
+    `loaded` counts the workers that have loaded everything, when there are several."""
     repository = ModelRepository(models)
-    dataplane = DataPlane(repository)
+    peers_ready = None if loaded is None else (lambda: loaded.value >= args.workers)
+    dataplane = DataPlane(repository, peers_ready)
     state: dict[str, Any] = {"exit_code": 0}
     server: uvicorn.Server
 
@@ -98,6 +103,9 @@ def _run_worker(args, models: list[Model]) -> int:
                 state["exit_code"] = 1
                 server.should_exit = True
                 return
+        if loaded is not None:
+            with loaded.get_lock():
+                loaded.value += 1
 
     async def on_startup() -> None:
         state["loader"] = asyncio.get_running_loop().create_task(load_models())
@@ -115,6 +123,10 @@ def _run_worker(args, models: list[Model]) -> int:
     )
     server = uvicorn.Server(config)
     sock = _listen(args.host, args.http_port, reuse_port=args.workers > 1)
+    # uvicorn re-raises the stop signal once it has shut down; a shutdown it completed is a
+    # success, so exit 0 rather than die by SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
     _run_uvloop(server.serve(sockets=[sock]))
     return state["exit_code"]

@@ -1,0 +1,101 @@
+"""`make bench`: serve the example iris model and load it, printing req/s and p50/p99."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import loadgen  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+IRIS_ROW = [6.8, 2.8, 4.8, 1.4]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wide_model(folder: Path) -> Path:
+    """A linear model over 100 features, so a 1000x100 request is mostly decode and encode."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.random((200, 100))
+    joblib.dump(LinearRegression().fit(features, features.sum(axis=1)), folder / "model.joblib")
+    return folder
+
+
+def start_server(port: int, model_dir: Path, name: str, workers: int = 1) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sklearnserver", "--model_name", name,
+         "--model_dir", str(model_dir), "--http_port", str(port),
+         "--host", "127.0.0.1", "--workers", str(workers), "--log_level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def scenarios(base: str, wide_base: str) -> list[tuple[str, str, bytes, int]]:
+    v1 = json.dumps({"instances": [IRIS_ROW]}).encode()
+    v2 = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4],
+                                 "data": IRIS_ROW}]}).encode()
+    big = np.random.default_rng(0).random((1000, 100), dtype=np.float32)
+    v2_big = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1000, 100],
+                                     "data": big.ravel().tolist()}]}).encode()
+    rows = [(f"v1 iris c={c}", f"{base}/v1/models/iris:predict", v1, c) for c in (1, 8, 64)]
+    rows += [(f"v2 iris c={c}", f"{base}/v2/models/iris/infer", v2, c) for c in (1, 8, 64)]
+    rows.append(("v2 1000x100 FP32 JSON c=8", f"{wide_base}/v2/models/wide/infer", v2_big, 8))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
+    args = parser.parse_args()
+    port, wide_port = free_port(), free_port()
+    tmp = tempfile.TemporaryDirectory()
+    servers = [start_server(port, REPO / "examples" / "sklearn-iris", "iris"),
+               start_server(wide_port, wide_model(Path(tmp.name)), "wide")]
+    tool = "wrk" if shutil.which("wrk") else "python loadgen"
+    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool}, "
+          f"{args.seconds:g}s per scenario\n")
+    print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
+    try:
+        for name, url, body, concurrency in scenarios(f"http://127.0.0.1:{port}",
+                                                      f"http://127.0.0.1:{wide_port}"):
+            result = loadgen.run(url, body, concurrency, args.seconds)
+            print(f"{name:<30}{result.rps:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
+                  f"{result.errors:>9}", flush=True)
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

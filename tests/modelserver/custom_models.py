@@ -1,0 +1,61 @@
+"""Custom models served by one process, as a user would write them (run as a script)."""
+
+import os
+import time
+
+import numpy as np
+
+from modelserver import InferRequest, InferResponse, Model, ModelServer, Tensor, TensorSpec
+from modelserver.args import build_parser, parse_args
+
+
+class Echo(Model):
+    """Returns every input unchanged, and the request's parameters; async predict."""
+
+    def inputs(self):
+        return [TensorSpec("x", "FP32", [-1, 2])]
+
+    def outputs(self):
+        return [TensorSpec("x", "FP32", [-1, 2])]
+
+    async def predict(self, request: InferRequest) -> InferResponse:
+        return InferResponse(
+            [Tensor(t.name, t.datatype, t.shape, t.data) for t in request.inputs],
+            parameters=request.parameters,
+        )
+
+
+class Stats(Model):
+    """Several outputs from one input: lets tests select outputs."""
+
+    def predict(self, request: InferRequest):
+        x = request.inputs[0].data.astype(np.float64)
+        return {"sum": x.sum(axis=-1), "max": x.max(axis=-1), "min": x.min(axis=-1)}
+
+
+class Broken(Model):
+    def predict(self, request: InferRequest):
+        raise RuntimeError("boom")
+
+
+class Pid(Model):
+    def predict(self, request: InferRequest):
+        return np.array([os.getpid()], dtype=np.int64)
+
+
+class Slow(Model):
+    """Takes SLOW_LOAD_SECONDS to load, so tests can watch readiness change."""
+
+    def load(self):
+        time.sleep(float(os.environ.get("SLOW_LOAD_SECONDS", "0")))
+        return True
+
+    def predict(self, request: InferRequest):
+        return request.inputs[0].data
+
+
+if __name__ == "__main__":
+    args = parse_args(build_parser("custom_models"))
+    ModelServer(args).start(
+        [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow")]
+    )
