@@ -26,6 +26,15 @@ class Model:
     platform: str = ""
     # Outputs a v1 request asks for; None means whatever predict returns.
     v1_outputs: list[str] | None = None
+    # Dynamic batching: when > 0, predict is row-wise along the first dimension of every input
+    # and output, so concurrent requests are merged into one call of up to this many rows.
+    # Metadata shapes then lead with -1. 0 (the default) never merges requests.
+    max_batch_size: int = 0
+    # Seconds a batch may wait for more rows; 0 takes whatever queued while the last call ran.
+    max_batch_delay: float = 0.0
+    # Run predict in a worker thread so the event loop keeps parsing requests meanwhile: worth it
+    # for frameworks that release the GIL while they compute (xgboost, torch, TensorFlow).
+    predict_in_thread: bool = False
 
     def __init__(self, name: str):
         self.name = name
