@@ -43,6 +43,20 @@ class Pid(Model):
         return np.array([os.getpid()], dtype=np.int64)
 
 
+class Batched(Model):
+    """Row-wise, slow enough for concurrent requests to pile up; reports each call's rows."""
+
+    max_batch_size = 32
+    predict_in_thread = True
+
+    def predict(self, request: InferRequest):
+        x = request.inputs[0].data
+        if (x < 0).any():
+            raise ValueError("negative input")
+        time.sleep(0.02)
+        return {"double": x * 2, "batch_rows": np.full(len(x), len(x), dtype=np.int64)}
+
+
 class Slow(Model):
     """Takes SLOW_LOAD_SECONDS to load, so tests can watch readiness change."""
 
@@ -57,5 +71,6 @@ class Slow(Model):
 if __name__ == "__main__":
     args = parse_args(build_parser("custom_models"))
     ModelServer(args).start(
-        [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow")]
+        [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow"),
+         Batched("batched")]
     )

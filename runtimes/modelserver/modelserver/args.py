@@ -37,6 +37,11 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="server processes sharing the ports (default: 1)")
     parser.add_argument("--enable_grpc", type=str2bool, nargs="?", const=True, default=True,
                         help="serve gRPC on --grpc_port (default: true)")
+    parser.add_argument("--max_batch_size", type=int, default=None,
+                        help="merge concurrent requests into calls of up to this many rows; "
+                             "0 turns batching off (default: the runtime's choice)")
+    parser.add_argument("--max_batch_delay_ms", type=float, default=None,
+                        help="how long a batch may wait for more rows (default: 0, no waiting)")
     parser.add_argument("--log_level", default=env("LOG_LEVEL", "info"),
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="log level (default: info)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
 from . import __version__
+from .batching import Batcher
 from .errors import ModelFailed, ServingError
 from .model import Model
 from .repository import ModelRepository
@@ -24,6 +27,8 @@ class DataPlane:
         # With several worker processes, the server is ready only once every one of them is.
         self.peers_ready = peers_ready
         self.extensions: list[str] = []
+        self.executor = ThreadPoolExecutor(thread_name_prefix="predict")
+        self._batchers: dict[Model, Batcher] = {}
 
     # -- health and metadata --------------------------------------------------------------------
     def live(self) -> bool:
@@ -64,12 +69,36 @@ class DataPlane:
         request.model_name = model.name
         try:
             request = model.preprocess(request)
-            result = model.predict(request)
-            if inspect.isawaitable(result):
-                result = await result
-            return model.postprocess(model.make_response(result, request))
+            batcher = self._batcher(model)
+            if batcher is None:
+                response = await self._execute(model, request)
+            else:
+                outputs = await batcher.submit(request)
+                response = model.make_response(InferResponse(outputs), request)
+            return model.postprocess(response)
         except ServingError:
             raise
         except Exception as exc:
             log.exception("model '%s' failed", model.name)
             raise ModelFailed(f"model '{model.name}' failed: {type(exc).__name__}: {exc}") from None
+
+    async def _execute(self, model: Model, request: InferRequest) -> InferResponse:
+        """One predict call: inline, in a worker thread, or awaited, as the model prefers."""
+        if model.predict_in_thread:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.executor, model.predict, request)
+        else:
+            result = model.predict(request)
+        if inspect.isawaitable(result):
+            result = await result
+        return model.make_response(result, request)
+
+    def _batcher(self, model: Model) -> Batcher | None:
+        if model.max_batch_size <= 0:
+            return None
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            batcher = Batcher(model.max_batch_size, model.max_batch_delay,
+                              lambda request: self._execute(model, request))
+            self._batchers[model] = batcher
+        return batcher

@@ -36,6 +36,11 @@ class ModelServer:
         self.args = args
 
     def start(self, models: list[Model]) -> None:
+        for model in models:
+            if self.args.max_batch_size is not None:
+                model.max_batch_size = self.args.max_batch_size
+            if self.args.max_batch_delay_ms is not None:
+                model.max_batch_delay = self.args.max_batch_delay_ms / 1000
         if self.args.workers == 1:
             sys.exit(_run_worker(self.args, models))
         sys.exit(self._run_workers(models))

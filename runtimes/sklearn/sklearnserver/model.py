@@ -22,6 +22,7 @@ OUTPUTS = ("predict", "predict_proba")
 
 class SKLearnModel(Model):
     platform = "scikit-learn"
+    max_batch_size = 128  # predict is row-wise: concurrent requests share one call
 
     def __init__(self, name: str, model_dir: str):
         super().__init__(name)
