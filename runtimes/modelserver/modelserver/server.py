@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from .args import build_parser, parse_args
+from .cpus import configure_threads
 from .dataplane import DataPlane
 from .model import Model
 from .repository import ModelRepository
@@ -36,6 +37,8 @@ class ModelServer:
         self.args = args
 
     def start(self, models: list[Model]) -> None:
+        threads = configure_threads(self.args.workers)  # before any worker or model starts
+        log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
         for model in models:
             if self.args.max_batch_size is not None:
                 model.max_batch_size = self.args.max_batch_size
