@@ -22,7 +22,7 @@ def test_not_ready_until_the_model_has_loaded(launch):
     assert model.status_code == 503
     infer = requests.post(server.url + "/v2/models/slow/infer", json=BODY)
     assert infer.status_code == 503
-    assert infer.json() == {"error": "model 'slow' is not ready: it is not ready"}
+    assert infer.json() == {"error": "model 'slow' is not ready: it is loading"}
     server.wait_ready()
     assert requests.post(server.url + "/v2/models/slow/infer", json=BODY).status_code == 200
 

@@ -37,6 +37,11 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="server processes sharing the ports (default: 1)")
     parser.add_argument("--enable_grpc", type=str2bool, nargs="?", const=True, default=True,
                         help="serve gRPC on --grpc_port (default: true)")
+    parser.add_argument("--multi_model", type=str2bool, nargs="?", const=True, default=False,
+                        help="treat --model_dir as a repository of model folders even when it "
+                             "holds none yet (default: detected)")
+    parser.add_argument("--load_at_startup", type=str2bool, nargs="?", const=True, default=True,
+                        help="load every model in the repository at start (default: true)")
     parser.add_argument("--max_batch_size", type=int, default=None,
                         help="merge concurrent requests into calls of up to this many rows; "
                              "0 turns batching off (default: the runtime's choice)")

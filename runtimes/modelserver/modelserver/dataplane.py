@@ -11,12 +11,21 @@ from typing import Any
 
 from . import __version__
 from .batching import Batcher
-from .errors import ModelFailed, ServingError
+from .errors import InvalidInput, ModelFailed, ServingError
 from .model import Model
 from .repository import ModelRepository
 from .types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
+
+
+def fetch(uri: str, folder) -> None:
+    from modelstorage import StorageError, download
+
+    try:
+        download(uri, folder)
+    except StorageError as exc:
+        raise InvalidInput(f"could not fetch {uri}: {exc}") from None
 
 SERVER_NAME = "modelserver"
 
@@ -53,6 +62,26 @@ class DataPlane:
             "outputs": [spec.as_dict() for spec in model.outputs()],
         }
 
+    # -- model repository ---------------------------------------------------------------------
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        return self.repository.index(ready_only)
+
+    async def load_model(self, name: str, parameters: dict | None = None) -> None:
+        """Load (or reload) `<model_dir>/<name>`, first fetching `storage_uri` into it if given."""
+        uri = (parameters or {}).get("storage_uri")
+        if uri is not None:
+            folder = self.repository.folder_for_download(name)
+            await asyncio.get_running_loop().run_in_executor(None, fetch, uri, folder)
+        try:
+            await self.repository.load_from_disk(name)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise ModelFailed(f"failed to load model '{name}': {exc}") from None
+
+    async def unload_model(self, name: str) -> None:
+        await self.repository.unload(name)
+
     # -- inference ------------------------------------------------------------------------------
     async def infer(
         self, name: str, request: InferRequest, version: str | None = None
@@ -67,6 +96,7 @@ class DataPlane:
 
     async def _run(self, model: Model, request: InferRequest) -> InferResponse:
         request.model_name = model.name
+        model.inflight += 1
         try:
             request = model.preprocess(request)
             batcher = self._batcher(model)
@@ -81,6 +111,8 @@ class DataPlane:
         except Exception as exc:
             log.exception("model '%s' failed", model.name)
             raise ModelFailed(f"model '{model.name}' failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            model.inflight -= 1
 
     async def _execute(self, model: Model, request: InferRequest) -> InferResponse:
         """One predict call: inline, in a worker thread, or awaited, as the model prefers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,14 @@ class Model:
     def __init__(self, name: str):
         self.name = name
         self.ready = False
+        self.inflight = 0  # requests inside the data plane now; unloading waits for them
+        self.settings: dict[str, Any] = {}  # from the repository's settings.json, if any
+
+    @classmethod
+    def can_load(cls, folder: Path) -> bool:
+        """Whether `folder` holds a model this class loads; runtimes override it so a model
+        repository can tell which runtime serves which folder."""
+        return False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> bool | None:

@@ -23,6 +23,7 @@ Handler = Callable[..., Awaitable[tuple[int, bytes]]]
 
 _V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?")
+_REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 
 
 def _ok(payload: Any) -> tuple[int, bytes]:
@@ -71,6 +72,7 @@ class RestApp:
             "/v2": {"GET": self.v2_metadata},
             "/v2/health/live": {"GET": self.v2_live},
             "/v2/health/ready": {"GET": self.v2_ready},
+            "/v2/repository/index": {"POST": self.repository_index},
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -113,6 +115,9 @@ class RestApp:
             if action == "ready":
                 return self.v2_model_ready(name, version)
             return _ok(self.dataplane.model_metadata(name, version))
+        if match := _REPOSITORY_MODEL.fullmatch(path):
+            _allow(method, "POST")
+            return await self.repository_action(receive, *match.groups())
         if match := _V1_MODEL.fullmatch(path):
             name, action = match.groups()
             if action == "predict":
@@ -160,6 +165,22 @@ class RestApp:
         response = await self.dataplane.infer(name, request, version)
         return 200, v2json.encode_response(response)
 
+    # -- model repository extension ------------------------------------------------------------
+    async def repository_index(self, receive) -> tuple[int, bytes]:
+        body = _optional_json(await read_body(receive))
+        return _ok(self.dataplane.repository_index(ready_only=bool(body.get("ready"))))
+
+    async def repository_action(self, receive, name: str, action: str) -> tuple[int, bytes]:
+        body = _optional_json(await read_body(receive))
+        parameters = body.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidInput("'parameters' must be an object")
+        if action == "load":
+            await self.dataplane.load_model(name, parameters)
+        else:
+            await self.dataplane.unload_model(name)
+        return _ok({})
+
     # -- lifespan -------------------------------------------------------------------------------
     async def lifespan(self, receive, send) -> None:
         while True:
@@ -173,6 +194,14 @@ class RestApp:
                     await self.on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _optional_json(body: bytes) -> dict:
+    """Repository calls may come with no body at all."""
+    parsed = parse_json(body) if body.strip() else {}
+    if not isinstance(parsed, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return parsed
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -9,16 +9,18 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from .args import build_parser, parse_args
+from .runtimes import can_any_load
 from .cpus import configure_threads
 from .dataplane import DataPlane
 from .model import Model
-from .repository import ModelRepository
+from .repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
 from .rest import RestApp
 
 log = logging.getLogger(__name__)
@@ -30,25 +32,36 @@ def configure_logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
+@dataclass
+class Serving:
+    """What a worker serves: given models, and/or a repository folder of models to load."""
+
+    models: list[Model]
+    root: Path | None = None
+    default_class: type[Model] | None = None
+
+
 class ModelServer:
-    """Serves models over REST on `http_port`; with `workers > 1`, in that many processes."""
+    """Serves models over REST on `http_port`; with `workers > 1`, in that many processes.
+
+    `models` are served as given (loaded first if not ready). With `root`, every model folder
+    in it is loaded too, and the repository API can load and unload more at run time."""
 
     def __init__(self, args):
         self.args = args
 
-    def start(self, models: list[Model]) -> None:
+    def start(self, models: list[Model] = (), root: Path | None = None,
+              default_class: type[Model] | None = None) -> None:
         threads = configure_threads(self.args.workers)  # before any worker or model starts
         log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
         for model in models:
-            if self.args.max_batch_size is not None:
-                model.max_batch_size = self.args.max_batch_size
-            if self.args.max_batch_delay_ms is not None:
-                model.max_batch_delay = self.args.max_batch_delay_ms / 1000
+            apply_settings(model, flag_settings(self.args))
+        serving = Serving(list(models), root, default_class)
         if self.args.workers == 1:
-            sys.exit(_run_worker(self.args, models))
-        sys.exit(self._run_workers(models))
+            sys.exit(_run_worker(self.args, serving))
+        sys.exit(self._run_workers(serving))
 
-    def _run_workers(self, models: list[Model]) -> int:
+    def _run_workers(self, models: Serving) -> int:
         # Spawned, not forked: a child forked after a framework's thread pool has run deadlocks.
         context = multiprocessing.get_context("spawn")
         loaded = context.Value("i", 0)  # workers whose models have all loaded
@@ -72,7 +85,13 @@ class ModelServer:
         return max((w.exitcode or 0) for w in workers)
 
 
-def _worker_main(args, models: list[Model], loaded) -> None:
+def flag_settings(args) -> dict[str, Any]:
+    """Flags that override every model's settings."""
+    settings = {"max_batch_size": args.max_batch_size, "max_batch_delay_ms": args.max_batch_delay_ms}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def _worker_main(args, models: Serving, loaded) -> None:
     configure_logging(args.log_level)
     sys.exit(_run_worker(args, models, loaded))
 
@@ -89,17 +108,26 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _run_worker(args, models: list[Model], loaded=None) -> int:
+def _run_worker(args, serving: Serving, loaded=None) -> int:
     """One server process: load the models in the background while already answering probes.
 
     `loaded` counts the workers that have loaded everything, when there are several."""
-    repository = ModelRepository(models)
+    repository = ModelRepository(serving.models, serving.root, serving.default_class,
+                                 flag_settings(args))
     peers_ready = None if loaded is None else (lambda: loaded.value >= args.workers)
     dataplane = DataPlane(repository, peers_ready)
     state: dict[str, Any] = {"exit_code": 0}
     server: uvicorn.Server
 
     async def load_models() -> None:
+        if serving.root is not None and args.load_at_startup:
+            names = repository.on_disk()
+            repository.expect(names)
+            for name in names:  # a model that fails stays UNAVAILABLE; the rest serve
+                try:
+                    await repository.load_from_disk(name)
+                except Exception as exc:
+                    log.error("model '%s' failed to load: %s", name, exc)
         for model in repository.models():
             if model.ready:
                 continue
@@ -149,15 +177,32 @@ def _run_uvloop(coro) -> None:
     uvloop.run(coro)
 
 
-def serve(make_model: Callable[[str, str], Model], argv: list[str] | None = None,
+def serve(model_class: type[Model] | None, argv: list[str] | None = None,
           prog: str = "modelserver", description: str = "") -> None:
-    """Entry point of a runtime: `make_model(name, model_dir)` builds its model."""
+    """Entry point of a runtime whose models are `model_class(name, model_dir)`.
+
+    `--model_dir` holding one model serves it as `--model_name`; holding model folders (or with
+    `--multi_model`, or no `model_class`) it is a repository of models."""
     parser = build_parser(prog, description)
     configure_logging(os.environ.get("LOG_LEVEL", "info"))
     args = parse_args(parser, argv)
     logging.getLogger().setLevel(args.log_level.upper())
     fetch_model(args.model_dir)
-    ModelServer(args).start([make_model(args.model_name, args.model_dir)])
+    root = Path(args.model_dir)
+    server = ModelServer(args)
+    if model_class is None or args.multi_model or is_repository(root, model_class):
+        server.start(root=root, default_class=model_class)
+    else:
+        server.start([model_class(args.model_name, args.model_dir)])
+
+
+def is_repository(root: Path, model_class: type[Model]) -> bool:
+    """A folder that is not one model itself, but has folders that are."""
+    if model_class.can_load(root) or not root.is_dir():
+        return False
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return any((p / SETTINGS_FILE).is_file() or can_any_load(latest_version(p)[0])
+               for p in folders)
 
 
 def fetch_model(model_dir: str) -> None:

@@ -34,6 +34,10 @@ class SKLearnModel(Model):
         proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
         self.v1_outputs = ["predict_proba" if proba else "predict"]
 
+    @classmethod
+    def can_load(cls, folder: Path) -> bool:
+        return any(p.suffix in MODEL_EXTENSIONS and p.is_file() for p in Path(folder).iterdir())
+
     def load(self) -> bool:
         self.estimator = load_estimator(find_model_file(self.model_dir))
         names = getattr(self.estimator, "feature_names_in_", None)
