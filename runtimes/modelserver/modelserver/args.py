@@ -47,6 +47,27 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                              "0 turns batching off (default: the runtime's choice)")
     parser.add_argument("--max_batch_delay_ms", type=float, default=None,
                         help="how long a batch may wait for more rows (default: 0, no waiting)")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max_request_bytes", type=int, default=256 * 1024 * 1024,
+                        help="larger request bodies get 413 (default: 256 MiB)")
+    limits.add_argument("--max_tensor_elements", type=int, default=100_000_000,
+                        help="requests with more tensor elements get 400 (default: 1e8)")
+    limits.add_argument("--request_timeout_seconds", type=float, default=120.0,
+                        help="a request not answered in time gets 504; 0 for none (default: 120)")
+    limits.add_argument("--max_queue_size", type=int, default=1000,
+                        help="requests one model may hold at once; more get 503 (default: 1000)")
+    limits.add_argument("--keep_alive_timeout", type=float, default=3660.0,
+                        help="seconds an idle HTTP connection stays open; longer than Envoy's "
+                             "1-hour upstream idle timeout, so the proxy always closes first "
+                             "(default: 3660)")
+    limits.add_argument("--graceful_shutdown_seconds", type=float, default=25.0,
+                        help="on SIGTERM, how long in-flight requests may take to finish "
+                             "(default: 25, inside Kubernetes' 30-second grace period)")
+    parser.add_argument("--access_log", type=str2bool, nargs="?", const=True,
+                        default=str2bool(env("ACCESS_LOG", "true")),
+                        help="one log line per request (default: true)")
+    parser.add_argument("--log_format", choices=["text", "json"], default=env("LOG_FORMAT", "text"),
+                        help="text or one JSON object per line (default: text)")
     parser.add_argument("--log_level", default=env("LOG_LEVEL", "info"),
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="log level (default: info)")

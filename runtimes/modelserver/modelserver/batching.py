@@ -8,6 +8,7 @@ merged call fails, its requests run one by one, so a bad request fails alone."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import metrics
 from .types import InferRequest, InferResponse, Tensor
 
 Execute = Callable[[InferRequest], Awaitable[InferResponse]]
@@ -26,6 +28,7 @@ class _Pending:
     key: Any
     rows: int
     future: asyncio.Future
+    enqueued: float
 
 
 def batch_key(request: InferRequest) -> tuple[Any, int] | None:
@@ -48,7 +51,8 @@ def batch_key(request: InferRequest) -> tuple[Any, int] | None:
 
 
 class Batcher:
-    def __init__(self, max_rows: int, delay: float, execute: Execute):
+    def __init__(self, model: str, max_rows: int, delay: float, execute: Execute):
+        self.model = model
         self.max_rows = max_rows
         self.delay = delay
         self.execute = execute
@@ -60,7 +64,7 @@ class Batcher:
         if keyed is None or keyed[1] >= self.max_rows:
             return (await self.execute(request)).outputs
         future = asyncio.get_running_loop().create_future()
-        self.pending.append(_Pending(request, keyed[0], keyed[1], future))
+        self.pending.append(_Pending(request, keyed[0], keyed[1], future, time.perf_counter()))
         if self.drainer is None:
             self.drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
@@ -91,6 +95,9 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        for item in batch:
+            metrics.record_queue(self.model, started - item.enqueued)
         if len(batch) > 1:
             parts = await self._run_merged(batch)
             if parts is not None:

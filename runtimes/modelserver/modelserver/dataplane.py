@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
+from . import __version__, metrics
 from .batching import Batcher
-from .errors import InvalidInput, ModelFailed, ServingError
+from .errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
 from .model import Model
 from .repository import ModelRepository
 from .types import InferRequest, InferResponse
@@ -30,9 +32,19 @@ def fetch(uri: str, folder) -> None:
 SERVER_NAME = "modelserver"
 
 
+@dataclass(slots=True)
+class Limits:
+    max_queue: int = 1000  # requests inside one model at once; past it, 503
+    max_tensor_elements: int = 100_000_000
+    request_timeout: float = 120.0  # seconds; 0 for none
+
+
 class DataPlane:
-    def __init__(self, repository: ModelRepository, peers_ready: Callable[[], bool] | None = None):
+    def __init__(self, repository: ModelRepository, peers_ready: Callable[[], bool] | None = None,
+                 limits: Limits | None = None):
         self.repository = repository
+        self.limits = limits or Limits()
+        self.draining = False  # set at SIGTERM: not ready any more, in-flight work finishes
         # With several worker processes, the server is ready only once every one of them is.
         self.peers_ready = peers_ready
         self.extensions: list[str] = []
@@ -44,7 +56,8 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.repository.all_ready() and (self.peers_ready is None or self.peers_ready())
+        return (not self.draining and self.repository.all_ready()
+                and (self.peers_ready is None or self.peers_ready()))
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": self.extensions}
@@ -95,8 +108,28 @@ class DataPlane:
         return model.encode_v1(response)
 
     async def _run(self, model: Model, request: InferRequest) -> InferResponse:
+        limits = self.limits
+        if model.inflight >= limits.max_queue:
+            raise Unavailable(f"model '{model.name}' has {model.inflight} requests waiting, its "
+                              "limit; try again later")
+        elements = sum(tensor.data.size for tensor in request.inputs)
+        if elements > limits.max_tensor_elements:
+            raise InvalidInput(f"the request has {elements} tensor elements, over the limit of "
+                               f"{limits.max_tensor_elements}")
         request.model_name = model.name
         model.inflight += 1
+        try:
+            if limits.request_timeout:
+                async with asyncio.timeout(limits.request_timeout):
+                    return await self._infer(model, request)
+            return await self._infer(model, request)
+        except TimeoutError:
+            raise Timeout(f"model '{model.name}' did not answer within "
+                          f"{limits.request_timeout:g}s") from None
+        finally:
+            model.inflight -= 1
+
+    async def _infer(self, model: Model, request: InferRequest) -> InferResponse:
         try:
             request = model.preprocess(request)
             batcher = self._batcher(model)
@@ -111,11 +144,10 @@ class DataPlane:
         except Exception as exc:
             log.exception("model '%s' failed", model.name)
             raise ModelFailed(f"model '{model.name}' failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            model.inflight -= 1
 
     async def _execute(self, model: Model, request: InferRequest) -> InferResponse:
         """One predict call: inline, in a worker thread, or awaited, as the model prefers."""
+        started = time.perf_counter()
         if model.predict_in_thread:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, model.predict, request)
@@ -123,6 +155,8 @@ class DataPlane:
             result = model.predict(request)
         if inspect.isawaitable(result):
             result = await result
+        rows = request.inputs[0].data.shape[:1] if request.inputs else ()
+        metrics.record_inference(model.name, rows[0] if rows else 1, time.perf_counter() - started)
         return model.make_response(result, request)
 
     def _batcher(self, model: Model) -> Batcher | None:
@@ -130,7 +164,7 @@ class DataPlane:
             return None
         batcher = self._batchers.get(model)
         if batcher is None:
-            batcher = Batcher(model.max_batch_size, model.max_batch_delay,
+            batcher = Batcher(model.name, model.max_batch_size, model.max_batch_delay,
                               lambda request: self._execute(model, request))
             self._batchers[model] = batcher
         return batcher

@@ -44,6 +44,10 @@ class Unavailable(ServingError):
     status = 503
 
 
+class Timeout(ServingError):
+    status = 504
+
+
 class ModelFailed(ServingError):
     """The model's own code raised: the only source of a 500."""
 

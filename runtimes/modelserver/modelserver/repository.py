@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .errors import InvalidInput, ModelNotFound, ModelNotReady
 from .model import Model
 from .runtimes import model_class_for
@@ -90,6 +91,7 @@ class ModelRepository:
         if loaded is False:
             raise RuntimeError(f"model '{model.name}' reported that it failed to load")
         model.ready = True
+        self._count_loaded()
         log.info("model '%s' version %s is ready", model.name, model.version)
 
     async def load_from_disk(self, name: str) -> Model:
@@ -125,7 +127,11 @@ class ModelRepository:
         deadline = asyncio.get_running_loop().time() + UNLOAD_GRACE_SECONDS
         while model.inflight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
+        self._count_loaded()
         await asyncio.get_running_loop().run_in_executor(None, model.unload)
+
+    def _count_loaded(self) -> None:
+        metrics.MODELS_LOADED.set(sum(m.ready for m in self._models.values()))
 
     # -- the repository on disk -----------------------------------------------------------------
     def folder(self, name: str) -> Path:

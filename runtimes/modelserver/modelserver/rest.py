@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,11 +16,23 @@ import orjson
 
 from . import v2json
 from .dataplane import DataPlane
-from .errors import InvalidInput, MethodNotAllowed, NotFound, ServingError, Unavailable
+from . import metrics
+from .errors import (
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServingError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[..., Awaitable[tuple[int, bytes]]]
+# A handler answers (status, body), or (status, body, headers) for anything but JSON.
+Reply = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
+Handler = Callable[..., Awaitable[Reply]]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+access_log = logging.getLogger("modelserver.access")
 
 _V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
 _V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?")
@@ -34,15 +47,21 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-async def read_body(receive) -> bytes:
+async def read_body(receive, limit: int) -> bytes:
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body"):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
         return body
-    chunks = [body]
+    chunks, size = [body], len(body)
     while message.get("more_body"):
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -61,8 +80,12 @@ class RestApp:
         dataplane: DataPlane,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        max_request_bytes: int = 256 * 1024 * 1024,
+        log_requests: bool = True,
     ):
         self.dataplane = dataplane
+        self.max_request_bytes = max_request_bytes
+        self.log_requests = log_requests
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         # Fixed paths: path -> {method: handler}.
@@ -73,6 +96,7 @@ class RestApp:
             "/v2/health/live": {"GET": self.v2_live},
             "/v2/health/ready": {"GET": self.v2_ready},
             "/v2/repository/index": {"POST": self.repository_index},
+            "/metrics": {"GET": self.metrics},
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -82,24 +106,38 @@ class RestApp:
             await self.lifespan(receive, send)
 
     async def http(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        metrics.INFLIGHT.inc()
+        headers = JSON_HEADERS
         try:
-            status, payload = await self.dispatch(scope, receive)
+            reply = await self.dispatch(scope, receive)
+            status, payload = reply[0], reply[1]
+            if len(reply) > 2:
+                headers = reply[2]
         except ServingError as exc:
             status, payload = exc.status, error_body(exc.message)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             status, payload = 500, error_body("internal server error")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(payload)),
-                ],
-            }
-        )
+        finally:
+            metrics.INFLIGHT.dec()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", b"%d" % len(payload))]})
         await send({"type": "http.response.body", "body": payload})
+        self.record(scope, status, time.perf_counter() - started)
+
+    def record(self, scope, status: int, seconds: float) -> None:
+        # Only inference calls are counted per model; a 404's name is the client's, not ours.
+        model = scope.get("model")
+        if model is not None:
+            label = model if status != 404 else ""
+            metrics.record_request(label, scope["path"][1:3], status, seconds)
+        if self.log_requests:
+            access_log.info("%s %s %d %.2fms", scope["method"], scope["path"], status,
+                            seconds * 1000, extra={"method": scope["method"],
+                                                   "path": scope["path"], "model": model,
+                                                   "status": status,
+                                                   "duration_ms": round(seconds * 1000, 3)})
 
     async def dispatch(self, scope, receive) -> tuple[int, bytes]:
         path, method = scope["path"], scope["method"]
@@ -110,6 +148,7 @@ class RestApp:
             name, version, action = match.groups()
             if action == "infer":
                 _allow(method, "POST")
+                scope["model"] = name
                 return await self.v2_infer(receive, name, version)
             _allow(method, "GET")
             if action == "ready":
@@ -122,6 +161,7 @@ class RestApp:
             name, action = match.groups()
             if action == "predict":
                 _allow(method, "POST")
+                scope["model"] = name
                 return await self.v1_predict(receive, name)
             _allow(method, "GET")
             return self.v1_model_ready(name)
@@ -140,7 +180,7 @@ class RestApp:
         return _ok({"name": name, "ready": True})
 
     async def v1_predict(self, receive, name: str) -> tuple[int, bytes]:
-        body = parse_json(await read_body(receive))
+        body = parse_json(await read_body(receive, self.max_request_bytes))
         return _ok(await self.dataplane.predict_v1(name, body))
 
     # -- v2 -------------------------------------------------------------------------------------
@@ -161,17 +201,22 @@ class RestApp:
         return _ok({"name": name, "ready": True})
 
     async def v2_infer(self, receive, name: str, version: str | None) -> tuple[int, bytes]:
-        request = v2json.decode_request(parse_json(await read_body(receive)))
+        body = await read_body(receive, self.max_request_bytes)
+        request = v2json.decode_request(parse_json(body))
         response = await self.dataplane.infer(name, request, version)
         return 200, v2json.encode_response(response)
 
+    async def metrics(self, receive) -> Reply:
+        body, content_type = metrics.exposition()
+        return 200, body, [(b"content-type", content_type.encode())]
+
     # -- model repository extension ------------------------------------------------------------
     async def repository_index(self, receive) -> tuple[int, bytes]:
-        body = _optional_json(await read_body(receive))
+        body = _optional_json(await read_body(receive, self.max_request_bytes))
         return _ok(self.dataplane.repository_index(ready_only=bool(body.get("ready"))))
 
     async def repository_action(self, receive, name: str, action: str) -> tuple[int, bytes]:
-        body = _optional_json(await read_body(receive))
+        body = _optional_json(await read_body(receive, self.max_request_bytes))
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be an object")

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,15 @@ from typing import Any
 import uvicorn
 
 from .args import build_parser, parse_args
+from .logs import configure_logging
 from .runtimes import can_any_load
 from .cpus import configure_threads
-from .dataplane import DataPlane
+from .dataplane import DataPlane, Limits
 from .model import Model
 from .repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
 from .rest import RestApp
 
 log = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
 @dataclass
@@ -59,7 +55,10 @@ class ModelServer:
         serving = Serving(list(models), root, default_class)
         if self.args.workers == 1:
             sys.exit(_run_worker(self.args, serving))
-        sys.exit(self._run_workers(serving))
+        # Workers write their metrics to files that /metrics, in any worker, sums.
+        with tempfile.TemporaryDirectory(prefix="modelserver-metrics-") as metrics_dir:
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+            sys.exit(self._run_workers(serving))
 
     def _run_workers(self, models: Serving) -> int:
         # Spawned, not forked: a child forked after a framework's thread pool has run deadlocks.
@@ -92,7 +91,7 @@ def flag_settings(args) -> dict[str, Any]:
 
 
 def _worker_main(args, models: Serving, loaded) -> None:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format, args.access_log)
     sys.exit(_run_worker(args, models, loaded))
 
 
@@ -115,7 +114,9 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     repository = ModelRepository(serving.models, serving.root, serving.default_class,
                                  flag_settings(args))
     peers_ready = None if loaded is None else (lambda: loaded.value >= args.workers)
-    dataplane = DataPlane(repository, peers_ready)
+    limits = Limits(max_queue=args.max_queue_size, max_tensor_elements=args.max_tensor_elements,
+                    request_timeout=args.request_timeout_seconds)
+    dataplane = DataPlane(repository, peers_ready, limits)
     state: dict[str, Any] = {"exit_code": 0}
     server: uvicorn.Server
 
@@ -146,18 +147,20 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     async def on_startup() -> None:
         state["loader"] = asyncio.get_running_loop().create_task(load_models())
 
-    app = RestApp(dataplane, on_startup=on_startup)
+    app = RestApp(dataplane, on_startup=on_startup, max_request_bytes=args.max_request_bytes,
+                  log_requests=args.access_log)
     config = uvicorn.Config(
         app,
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # ours is structured and knows the model
         server_header=False,
         log_config=None,
-        timeout_keep_alive=75,
+        timeout_keep_alive=args.keep_alive_timeout,
+        timeout_graceful_shutdown=args.graceful_shutdown_seconds,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, dataplane)
     sock = _listen(args.host, args.http_port, reuse_port=args.workers > 1)
     # uvicorn re-raises the stop signal once it has shut down; a shutdown it completed is a
     # success, so exit 0 rather than die by SIGTERM.
@@ -166,6 +169,19 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
     _run_uvloop(server.serve(sockets=[sock]))
     return state["exit_code"]
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM, readiness turns false at once; uvicorn then stops accepting connections and
+    waits up to the grace period for in-flight requests."""
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane):
+        super().__init__(config)
+        self.dataplane = dataplane
+
+    def handle_exit(self, sig, frame) -> None:
+        self.dataplane.draining = True
+        super().handle_exit(sig, frame)
 
 
 def _run_uvloop(coro) -> None:
@@ -184,9 +200,9 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     `--model_dir` holding one model serves it as `--model_name`; holding model folders (or with
     `--multi_model`, or no `model_class`) it is a repository of models."""
     parser = build_parser(prog, description)
-    configure_logging(os.environ.get("LOG_LEVEL", "info"))
+    configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     args = parse_args(parser, argv)
-    logging.getLogger().setLevel(args.log_level.upper())
+    configure_logging(args.log_level, args.log_format, args.access_log)
     fetch_model(args.model_dir)
     root = Path(args.model_dir)
     server = ModelServer(args)
