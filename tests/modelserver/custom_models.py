@@ -57,6 +57,16 @@ class Batched(Model):
         return {"double": x * 2, "batch_rows": np.full(len(x), len(x), dtype=np.int64)}
 
 
+class Sleepy(Model):
+    """Sleeps as long as the request's `sleep` parameter says, in a worker thread."""
+
+    predict_in_thread = True
+
+    def predict(self, request: InferRequest):
+        time.sleep(float((request.parameters or {}).get("sleep", 0)))
+        return request.inputs[0].data
+
+
 class Slow(Model):
     """Takes SLOW_LOAD_SECONDS to load, so tests can watch readiness change."""
 
@@ -72,5 +82,5 @@ if __name__ == "__main__":
     args = parse_args(build_parser("custom_models"))
     ModelServer(args).start(
         [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow"),
-         Batched("batched")]
+         Batched("batched"), Sleepy("sleepy")]
     )

@@ -21,6 +21,7 @@ from .logs import configure_logging
 from .runtimes import can_any_load
 from .cpus import configure_threads
 from .dataplane import DataPlane, Limits
+from .httpproto import OneWriteHttpToolsProtocol
 from .model import Model
 from .repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
 from .rest import RestApp
@@ -152,7 +153,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         lifespan="on",
         access_log=False,  # ours is structured and knows the model
         server_header=False,
