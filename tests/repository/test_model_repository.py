@@ -182,7 +182,9 @@ def test_empty_repository_with_multi_model_flag(launch, tmp_path):
     assert v1(server, "iris").json() == {"predictions": [1]}
 
 
-def test_single_model_server_has_no_repository(iris_server):
-    reply = repo_call(iris_server, "other", "load")
+@pytest.mark.parametrize("name,action", [("other", "load"), ("iris", "load"), ("iris", "unload")])
+def test_single_model_server_has_no_repository(iris_server, name, action):
+    reply = repo_call(iris_server, name, action)
     assert reply.status_code == 400
     assert reply.json() == {"error": "this server has no model repository"}
+    assert v1(iris_server, "iris").status_code == 200

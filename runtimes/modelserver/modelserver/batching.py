@@ -44,7 +44,7 @@ def batch_key(request: InferRequest) -> tuple[Any, int] | None:
         rows = shape[0]
         parts.append((tensor.name, tensor.datatype, tensor.data.dtype, shape[1:]))
     outputs = request.outputs
-    if outputs is not None and any(o.parameters for o in outputs):
+    if rows is None or (outputs is not None and any(o.parameters for o in outputs)):
         return None
     names = None if outputs is None else tuple(o.name for o in outputs)
     return (tuple(parts), names), rows

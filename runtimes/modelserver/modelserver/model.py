@@ -156,6 +156,8 @@ def _v1_array(name: str, data: Any) -> Tensor:
 
 def _columns_of_rows(rows: list[dict]) -> list[Tensor]:
     names = list(rows[0])
+    if not names:
+        raise InvalidInput("instances given as objects need at least one key")
     try:
         return [_v1_array(name, [row[name] for row in rows]) for name in names]
     except KeyError as exc:

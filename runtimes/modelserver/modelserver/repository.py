@@ -114,6 +114,7 @@ class ModelRepository:
         return model
 
     async def unload(self, name: str) -> None:
+        self._require_root()
         model = self._models.pop(name, None)
         if model is None:
             raise ModelNotFound(name)
@@ -137,8 +138,7 @@ class ModelRepository:
     def folder(self, name: str) -> Path:
         if not _NAME.fullmatch(name) or name.strip(".") == "":
             raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '.', '_', '-'")
-        if self.root is None:
-            raise InvalidInput("this server has no model repository")
+        self._require_root()
         folder = self.root / name
         if not folder.is_dir():
             raise ModelNotFound(name)
@@ -154,6 +154,11 @@ class ModelRepository:
     def expect(self, names: list[str]) -> None:
         """Mark models as loading before their loads start, so readiness waits for all."""
         self._loading.update(names)
+
+    def _require_root(self) -> None:
+        # A server started on one model has nothing to load from, so it cannot unload either.
+        if self.root is None:
+            raise InvalidInput("this server has no model repository")
 
     def on_disk(self) -> list[str]:
         if self.root is None or not self.root.is_dir():

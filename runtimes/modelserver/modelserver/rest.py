@@ -10,13 +10,15 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import orjson
 
 from . import v2json
 from .dataplane import DataPlane
-from . import metrics
+from . import __version__, metrics
 from .errors import (
     InvalidInput,
     MethodNotAllowed,
@@ -41,6 +43,14 @@ _REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 
 def _ok(payload: Any) -> tuple[int, bytes]:
     return 200, v2json.dumps(payload)
+
+
+@cache
+def openapi_document() -> bytes:
+    """The REST API's OpenAPI document, kept beside this module, with this server's version."""
+    spec = orjson.loads(resources.files(__package__).joinpath("openapi.json").read_bytes())
+    spec["info"]["version"] = __version__
+    return orjson.dumps(spec)
 
 
 def error_body(message: str) -> bytes:
@@ -97,6 +107,7 @@ class RestApp:
             "/v2/health/ready": {"GET": self.v2_ready},
             "/v2/repository/index": {"POST": self.repository_index},
             "/metrics": {"GET": self.metrics},
+            "/openapi.json": {"GET": self.openapi},
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -205,6 +216,9 @@ class RestApp:
         request = v2json.decode_request(parse_json(body))
         response = await self.dataplane.infer(name, request, version)
         return 200, v2json.encode_response(response)
+
+    async def openapi(self, receive) -> Reply:
+        return 200, openapi_document()
 
     async def metrics(self, receive) -> Reply:
         body, content_type = metrics.exposition()
