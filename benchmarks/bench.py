@@ -45,7 +45,7 @@ def start_server(port: int, model_dir: Path, name: str, workers: int = 1) -> sub
     proc = subprocess.Popen(
         [sys.executable, "-m", "sklearnserver", "--model_name", name,
          "--model_dir", str(model_dir), "--http_port", str(port),
-         "--host", "127.0.0.1", "--workers", str(workers), "--log_level", "warning"],
+         "--host", "127.0.0.1", "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
