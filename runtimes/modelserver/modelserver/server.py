@@ -157,6 +157,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
         lifespan="on",
         access_log=False,  # ours is structured and knows the model
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client address: skip the middleware
         log_config=None,
         timeout_keep_alive=args.keep_alive_timeout,
         timeout_graceful_shutdown=args.graceful_shutdown_seconds,
