@@ -1,0 +1,171 @@
+"""Local paths, pvc://, http(s)://, archives, atomicity, the marker and the CLI."""
+
+import io
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from modelstorage import StorageError, download
+from modelstorage.download import MARKER
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MARKER}
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub dir").mkdir(parents=True)
+    (src / "model.joblib").write_bytes(b"weights")
+    (src / "sub dir" / "vocab.txt").write_bytes(b"a\nb\n")
+    return src
+
+
+def test_local_folder_and_file_uri(source, tmp_path):
+    assert tree(download(str(source), tmp_path / "a")) == tree(source)
+    assert tree(download(f"file://{source}", tmp_path / "b")) == tree(source)
+    single = download(f"file://{source}/model.joblib", tmp_path / "c")
+    assert tree(single) == {"model.joblib": b"weights"}
+
+
+def test_pvc_maps_to_the_mount_root(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("PVC_MOUNT_ROOT", str(source.parent))
+    assert tree(download("pvc://my-claim/src", tmp_path / "d")) == tree(source)
+
+
+def test_missing_local_path_names_it(tmp_path):
+    with pytest.raises(StorageError, match="does not exist"):
+        download(str(tmp_path / "nope"), tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_unknown_scheme():
+    with pytest.raises(StorageError, match="unsupported scheme 'ftp'"):
+        download("ftp://host/model", "/tmp/never")
+
+
+def test_marker_skips_a_complete_download(source, tmp_path):
+    dest = download(str(source), tmp_path / "dest")
+    (source / "model.joblib").write_bytes(b"changed")
+    assert tree(download(str(source), dest))["model.joblib"] == b"weights"  # skipped
+    (dest / "model.joblib").write_bytes(b"x")  # no longer complete: fetched again
+    assert tree(download(str(source), dest))["model.joblib"] == b"changed"
+
+
+def test_a_new_uri_replaces_the_old_contents(source, tmp_path):
+    dest = download(str(source), tmp_path / "dest")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.pkl").write_bytes(b"new")
+    assert tree(download(str(other), dest)) == {"model.pkl": b"new"}
+
+
+def test_http_file_redirect_and_auth_header(http_server, tmp_path, monkeypatch):
+    url, files = http_server
+    files["model.joblib"] = b"x" * 1000
+    assert tree(download(f"{url}/files/model.joblib", tmp_path / "a")) == {
+        "model.joblib": b"x" * 1000}
+    assert tree(download(f"{url}/redirect/model.joblib", tmp_path / "b")) == {
+        "model.joblib": b"x" * 1000}
+    with pytest.raises(StorageError, match="HTTP 403"):
+        download(f"{url}/auth/model.joblib", tmp_path / "c")
+    monkeypatch.setenv("STORAGE_HTTP_HEADERS", '{"Authorization": "Bearer secret"}')
+    assert tree(download(f"{url}/auth/model.joblib", tmp_path / "c"))
+
+
+def test_http_errors(http_server, tmp_path, monkeypatch):
+    url, files = http_server
+    with pytest.raises(StorageError, match=f"{url}/files/absent: HTTP 404"):
+        download(f"{url}/files/absent", tmp_path / "a")
+    files["flaky.bin"] = b"ok"
+    assert tree(download(f"{url}/flaky/flaky.bin", tmp_path / "b")) == {"flaky.bin": b"ok"}
+    monkeypatch.setenv("STORAGE_HTTP_HEADERS", "not json")
+    with pytest.raises(StorageError, match="STORAGE_HTTP_HEADERS must be a JSON object"):
+        download(f"{url}/files/flaky.bin", tmp_path / "c")
+
+
+def test_dropped_connection_leaves_nothing_behind(http_server, tmp_path, monkeypatch):
+    import modelstorage.retry
+
+    monkeypatch.setattr(modelstorage.retry, "FIRST_DELAY", 0.01)
+    url, files = http_server
+    files["big.bin"] = b"y" * 200_000
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "previous.joblib").write_bytes(b"old")
+    with pytest.raises(StorageError, match="big.bin"):
+        download(f"{url}/drop/big.bin", dest)
+    assert tree(dest) == {"previous.joblib": b"old"}  # as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # no staging folder left
+
+
+def tar_bytes(members) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def member(name, data=b"", kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def zip_bytes(names) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for name in names:
+            zipped.writestr(name, b"data")
+    return buffer.getvalue()
+
+
+def test_archives_are_unpacked(http_server, tmp_path):
+    url, files = http_server
+    files["model.tar.gz"] = tar_bytes([member("model/weights.bin", b"w"), member("README", b"r")])
+    files["model.zip"] = zip_bytes(["a/b.txt", "c.txt"])
+    assert tree(download(f"{url}/files/model.tar.gz", tmp_path / "t")) == {
+        "model/weights.bin": b"w", "README": b"r"}
+    assert tree(download(f"{url}/files/model.zip", tmp_path / "z")) == {
+        "a/b.txt": b"data", "c.txt": b"data"}
+
+
+@pytest.mark.parametrize("name,archive", [
+    ("slip.zip", zip_bytes(["../../evil.txt"])),
+    ("abs.zip", zip_bytes(["/etc/evil.txt"])),
+    ("dotdot.tar.gz", tar_bytes([member("../evil.txt", b"x")])),
+    ("abs.tar.gz", tar_bytes([member("/tmp/evil.txt", b"x")])),
+    ("symlink.tar.gz", tar_bytes([member("link", kind=tarfile.SYMTYPE, link="/etc"),
+                                  member("link/passwd", b"x")])),
+    ("relsymlink.tar.gz", tar_bytes([member("up", kind=tarfile.SYMTYPE, link="../../..")])),
+    ("hardlink.tar.gz", tar_bytes([member("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")])),
+    ("device.tar.gz", tar_bytes([member("dev", kind=tarfile.CHRTYPE)])),
+])
+def test_hostile_archives_are_refused(http_server, tmp_path, name, archive):
+    url, files = http_server
+    files[name] = archive
+    dest = tmp_path / "dest"
+    with pytest.raises(StorageError, match=f"refusing to unpack {name}|is not a readable"):
+        download(f"{url}/files/{name}", dest)
+    assert not dest.exists()
+    assert not any(p.name == "evil.txt" for p in tmp_path.parent.rglob("evil.txt"))
+
+
+def test_cli(source, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "modelstorage", str(source), str(tmp_path / "d")],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "fetched model.joblib" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "modelstorage", "s3://", str(tmp_path / "e")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "download failed: s3://: no bucket" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "modelstorage", "--help"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "URI" in usage.stdout.upper()

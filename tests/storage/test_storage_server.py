@@ -1,0 +1,56 @@
+"""End to end: a server started with STORAGE_URI fetches from the S3 server, then answers."""
+
+import shutil
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+IRIS = REPO / "examples" / "sklearn-iris" / "model.joblib"
+
+
+def s3_env(endpoint: str, uri: str) -> dict:
+    return {"STORAGE_URI": uri, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def test_storage_uri_is_fetched_then_served(launch, s3, s3_endpoint, tmp_path):
+    s3.create_bucket(Bucket="served")
+    s3.upload_file(str(IRIS), "served", "iris/model.joblib")
+    server = launch("-m", "sklearnserver", "--model_name", "iris",
+                    "--model_dir", str(tmp_path / "models"),
+                    env=s3_env(s3_endpoint, "s3://served/iris"))
+    reply = requests.post(server.url + "/v1/models/iris:predict",
+                          json={"instances": [[6.8, 2.8, 4.8, 1.4]]})
+    assert reply.json() == {"predictions": [1]}
+    assert (tmp_path / "models" / "model.joblib").is_file()
+
+
+def test_bad_storage_uri_exits_with_a_clear_message(launch, s3_endpoint, tmp_path):
+    server = launch("-m", "sklearnserver", "--model_dir", str(tmp_path / "models"),
+                    env=s3_env(s3_endpoint, "s3://no-such-bucket/iris"), wait=False)
+    assert server.wait_exit() == 1
+    output = server.output()
+    assert "could not fetch the model: s3://no-such-bucket/iris" in output
+    assert "NoSuchBucket" in output and "Traceback" not in output
+
+
+def test_repository_load_from_s3(launch, s3, s3_endpoint, tmp_path):
+    s3.create_bucket(Bucket="repo")
+    s3.upload_file(str(IRIS), "repo", "models/flower/model.joblib")
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = s3_env(s3_endpoint, "")
+    env.pop("STORAGE_URI")
+    server = launch("-m", "sklearnserver", "--model_dir", str(root), "--multi_model", env=env)
+    load = requests.post(server.url + "/v2/repository/models/flower/load",
+                         json={"parameters": {"storage_uri": "s3://repo/models/flower"}})
+    assert load.status_code == 200, load.text
+    reply = requests.post(server.url + "/v1/models/flower:predict",
+                          json={"instances": [[6.8, 2.8, 4.8, 1.4]]})
+    assert reply.json() == {"predictions": [1]}
+    missing = requests.post(server.url + "/v2/repository/models/other/load",
+                            json={"parameters": {"storage_uri": "s3://repo/models/none"}})
+    assert missing.status_code == 400 and "no objects under" in missing.json()["error"]
+    shutil.rmtree(root)
