@@ -25,6 +25,10 @@ Fetch = Callable[[str, Path, "Progress"], None]
 def download(uri: str, dest: str | os.PathLike) -> Path:
     dest = Path(dest).absolute()
     fetch = _source(uri)
+    if _is_dest_itself(uri, dest):
+        # KServe points STORAGE_URI at the (read-only) model mount once its initializer ran.
+        log.info("%s is the model directory itself; nothing to download", uri)
+        return dest
     if is_complete(dest, uri):
         log.info("%s already holds %s; not downloading again", dest, uri)
         return dest
@@ -69,6 +73,17 @@ def _source(uri: str) -> Fetch:
     return fetch
 
 
+def _is_dest_itself(uri: str, dest: Path) -> bool:
+    if "://" in uri and not uri.startswith(("file://", "pvc://")):
+        return False
+    from .local import local_path
+
+    try:
+        return local_path(uri).resolve() == dest.resolve()
+    except OSError:
+        return False
+
+
 def safe_path(stage: Path, relative: str) -> Path:
     """`stage/relative`, refusing object names that would climb out of it."""
     target = (stage / relative).resolve()
@@ -87,7 +102,7 @@ def _make_stage(dest: Path) -> Path:
             stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=parent))
             stage.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
             return stage
-        except PermissionError:
+        except OSError:  # not permitted, or a read-only file system
             continue
     raise StorageError(f"cannot write to {dest} or beside it")
 

@@ -14,7 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = str(REPO / "tests" / "modelserver" / "custom_models.py")
+SCRIPT = str(REPO / "tests" / "core" / "custom_models.py")
 IRIS = str(REPO / "examples" / "sklearn-iris")
 ROW = [[6.8, 2.8, 4.8, 1.4]]
 

@@ -39,6 +39,13 @@ def test_pvc_maps_to_the_mount_root(source, tmp_path, monkeypatch):
     assert tree(download("pvc://my-claim/src", tmp_path / "d")) == tree(source)
 
 
+def test_the_model_directory_itself_is_a_no_op(source):
+    before = tree(source)
+    assert download(str(source), source) == source
+    assert download(f"file://{source}/", source) == source
+    assert tree(source) == before and not (source / MARKER).exists()
+
+
 def test_missing_local_path_names_it(tmp_path):
     with pytest.raises(StorageError, match="does not exist"):
         download(str(tmp_path / "nope"), tmp_path / "dest")

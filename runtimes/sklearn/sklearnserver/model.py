@@ -36,7 +36,10 @@ class SKLearnModel(Model):
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
-        return any(p.suffix in MODEL_EXTENSIONS and p.is_file() for p in Path(folder).iterdir())
+        folder = Path(folder)
+        if (folder / "MLmodel").is_file():  # an MLflow model, whatever flavour it holds
+            return False
+        return any(p.suffix in MODEL_EXTENSIONS and p.is_file() for p in folder.iterdir())
 
     def load(self) -> bool:
         self.estimator = load_estimator(find_model_file(self.model_dir))

@@ -7,7 +7,7 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = str(REPO / "tests" / "modelserver" / "custom_models.py")
+SCRIPT = str(REPO / "tests" / "core" / "custom_models.py")
 IRIS = str(REPO / "examples" / "sklearn-iris")
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}
 

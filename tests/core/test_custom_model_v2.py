@@ -7,7 +7,7 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = str(REPO / "tests" / "modelserver" / "custom_models.py")
+SCRIPT = str(REPO / "tests" / "core" / "custom_models.py")
 
 
 @pytest.fixture(scope="module")

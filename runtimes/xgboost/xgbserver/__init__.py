@@ -1,0 +1,5 @@
+"""XGBoost runtime."""
+
+from .model import XGBoostModel
+
+__all__ = ["XGBoostModel"]

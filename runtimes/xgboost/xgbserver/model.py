@@ -1,0 +1,388 @@
+"""An XGBoost booster in a folder, found the way KServe's xgbserver finds it.
+
+Predictions go through XGBoost's in-place prediction on the request's own numpy buffer: no
+DMatrix is built per request (KServe's xgbserver builds one, which costs more than the prediction
+of a small model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserver import InferRequest, InvalidInput, Model, TensorSpec
+from modelserver.args import str2bool
+
+from .fastpredict import DensePredictor
+
+log = logging.getLogger(__name__)
+
+# KServe's xgbserver takes the one file with one of these endings (BOOSTER_FILE_EXTENSION).
+MODEL_EXTENSIONS = (".json", ".ubj", ".bst")
+# Files with those endings that are never the model.
+NOT_MODELS = {"settings.json"}  # a model repository's per-model settings
+NTHREAD_ENV = "XGBOOST_NTHREAD"
+
+CLASSIFIER_OBJECTIVES = {"binary:logistic", "binary:hinge", "multi:softmax", "multi:softprob"}
+PROBA_OBJECTIVES = {"binary:logistic", "multi:softmax", "multi:softprob"}
+OUTPUTS = ("predict", "predict_proba", "label")
+_NUMERIC = "fiub"
+
+
+class XGBoostModel(Model):
+    platform = "xgboost"
+    # Prediction is row-wise: concurrent requests are merged into one call of up to this many
+    # rows. XGBoost predicts in blocks of 64 rows per thread; 256 rows is still one cheap call.
+    max_batch_size = 256
+    # The prediction itself runs in C++ without the GIL, so the event loop keeps parsing the
+    # next requests meanwhile.
+    predict_in_thread = True
+
+    def __init__(self, name: str, model_dir: str):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.booster: Any = None
+        self.path: Path | None = None
+        self.objective = ""
+        self.num_feature = 0
+        self.num_class = 0
+        self.num_target = 1
+        self.nthread = 0
+        self.features: list[str] | None = None
+        self.categorical: list[bool] = []
+        self.fast: DensePredictor | None = None
+        self.output_specs: dict[str, TensorSpec] = {}
+        # KServe's xgbserver answers v1 with the booster's predictions; PREDICT_PROBA=true (as in
+        # the scikit-learn runtime) answers with the class probabilities instead.
+        proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
+        self.v1_outputs = ["predict_proba" if proba else "predict"]
+
+    @classmethod
+    def can_load(cls, folder: Path) -> bool:
+        folder = Path(folder)
+        if not folder.is_dir() or (folder / "MLmodel").is_file():  # an MLflow model's own files
+            return False
+        return any(looks_like_booster(p) for p in _candidates(folder))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def load(self) -> bool:
+        self.path = find_model_file(self.model_dir)
+        self.booster = load_booster(self.path)
+        self.nthread = thread_count()
+        self.booster.set_param({"nthread": self.nthread})
+        config = json.loads(self.booster.save_config())["learner"]
+        self.objective = config["objective"]["name"]
+        params = config["learner_model_param"]
+        self.num_feature = int(params.get("num_feature", 0)) or self.booster.num_features()
+        self.num_class = int(params.get("num_class", 0))
+        self.num_target = max(1, int(params.get("num_target", 1)))
+        names = self.booster.feature_names
+        self.features = None if names is None else [str(n) for n in names]
+        self.categorical = [t == "c" for t in (self.booster.feature_types or [])]
+        if any(self.categorical):
+            if self.features is None:
+                raise ValueError(f"{self.path.name} has categorical features but no feature names")
+            try:
+                import pandas  # noqa: F401
+            except ImportError:
+                raise ValueError(f"{self.path.name} has categorical features, which need pandas: "
+                                 "pip install 'xgbserver[categorical]'") from None
+        else:
+            self.fast = DensePredictor.create(self.booster, self.num_feature)
+        if self.v1_outputs == ["predict_proba"] and not self.has_proba:
+            raise ValueError(f"PREDICT_PROBA is set but objective {self.objective} has no "
+                             "class probabilities")
+        self.output_specs = {spec.name: spec for spec in self.outputs()}
+        self._warn_best_iteration()
+        log.info("loaded %s: %s, %d features, %s, nthread=%d%s", self.path, self.objective,
+                 self.num_feature, f"{self.num_class} classes" if self.num_class else
+                 f"{self.num_target} target(s)", self.nthread,
+                 "" if self.fast or any(self.categorical) else " (xgboost's inplace_predict)")
+        return True
+
+    def _warn_best_iteration(self) -> None:
+        best = self.booster.attr("best_iteration")
+        rounds = self.booster.num_boosted_rounds()
+        if best is not None and int(best) + 1 < rounds:
+            log.warning("%s was early-stopped at round %s of %d; like KServe's xgbserver (and "
+                        "Booster.predict) this server predicts with all %d rounds",
+                        self.path.name, best, rounds, rounds)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.objective in CLASSIFIER_OBJECTIVES
+
+    @property
+    def has_proba(self) -> bool:
+        return self.objective in PROBA_OBJECTIVES
+
+    # -- metadata -------------------------------------------------------------------------------
+    def inputs(self) -> list[TensorSpec]:
+        if self.features is not None:
+            return [TensorSpec(name, "BYTES" if cat else "FP32", [-1])
+                    for name, cat in zip(self.features, self.categorical or
+                                         [False] * len(self.features))]
+        return [TensorSpec("input-0", "FP32", [-1, self.num_feature or -1])]
+
+    def outputs(self) -> list[TensorSpec]:
+        if self.objective == "multi:softprob":
+            predict = [-1, self.num_class]
+        elif self.num_target > 1:
+            predict = [-1, self.num_target]
+        else:
+            predict = [-1]
+        specs = [TensorSpec("predict", "FP32", predict)]
+        if self.has_proba:
+            classes = self.num_target if self.num_target > 1 else max(self.num_class, 2)
+            specs.append(TensorSpec("predict_proba", "FP32", [-1, classes]))
+        if self.is_classifier:
+            specs.append(TensorSpec("label", "INT64", [-1] if self.num_target == 1
+                                    else [-1, self.num_target]))
+        return specs
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict(self, request: InferRequest) -> dict[str, np.ndarray]:
+        wanted = request.output_names or ["predict"]
+        specs = self.output_specs
+        for name in wanted:
+            if name not in specs:
+                raise InvalidInput(f"model '{self.name}' has no output '{name}'; it has "
+                                   f"{', '.join(specs)}")
+        data = self._features_of(request)
+        if len(data) == 0:  # XGBoost answers no rows with a shapeless array
+            return {name: np.empty([0, *specs[name].shape[1:]],
+                                   np.int64 if name == "label" else np.float32)
+                    for name in wanted}
+        results: dict[str, np.ndarray] = {}
+        values = None
+        for name in wanted:
+            if name == "predict_proba" and self.objective == "multi:softmax":
+                results[name] = _softmax(self._predict(data, margin=True))
+                continue
+            if values is None:
+                values = self._predict(data)
+            if name == "predict":
+                results[name] = values
+            elif name == "predict_proba":
+                results[name] = self._proba(values)
+            else:
+                results[name] = self._label(values)
+        return results
+
+    def _predict(self, data: Any, margin: bool = False) -> np.ndarray:
+        if self.fast is not None and isinstance(data, np.ndarray):
+            return self.fast.predict(data, margin)
+        # validate_features=False: the columns are already in the booster's order.
+        return self.booster.inplace_predict(data, predict_type="margin" if margin else "value",
+                                            validate_features=False)
+
+    def _proba(self, values: np.ndarray) -> np.ndarray:
+        """As XGBClassifier.predict_proba: a [rows, classes] matrix, also for binary models."""
+        if self.objective == "binary:logistic" and self.num_target == 1:
+            return np.stack([1.0 - values, values], axis=1)
+        return values
+
+    def _label(self, values: np.ndarray) -> np.ndarray:
+        """As XGBClassifier.predict: the class index."""
+        if self.objective == "multi:softprob":
+            return np.argmax(values, axis=1).astype(np.int64)
+        if self.objective == "binary:logistic":
+            return (values > 0.5).astype(np.int64)
+        return values.astype(np.int64)  # multi:softmax, binary:hinge: already class indices
+
+    # -- request to features --------------------------------------------------------------------
+    def _features_of(self, request: InferRequest) -> Any:
+        inputs = request.inputs
+        features = self.features
+        if len(inputs) == 1 and not (features and inputs[0].name in features
+                                     and inputs[0].data.ndim == 1):
+            if any(self.categorical):
+                raise InvalidInput(
+                    f"model '{self.name}' has categorical features: send one input per feature "
+                    f"({', '.join(features)}), or v1 instances as JSON objects")
+            return self._matrix(inputs[0].name, inputs[0].data)
+        if features is None:
+            raise InvalidInput(f"model '{self.name}' takes one [rows, {self.num_feature}] input, "
+                               f"got {len(inputs)} inputs")
+        return self._columns(request.as_numpy())
+
+    def _matrix(self, name: str, array: np.ndarray) -> np.ndarray:
+        if array.ndim != 2:
+            raise InvalidInput(f"model '{self.name}' expects a 2-D [rows, {self.num_feature}] "
+                               f"input, got shape {list(array.shape)}")
+        if array.shape[1] != self.num_feature:
+            raise InvalidInput(f"model '{self.name}' expects {self.num_feature} features per "
+                               f"row, got {array.shape[1]}")
+        if array.dtype.kind not in _NUMERIC:
+            raise InvalidInput(f"input '{name}' must be numbers (FP32, FP64, INT or BOOL), got "
+                               "BYTES")
+        if array.dtype.kind == "b" or array.dtype == np.float16:
+            array = array.astype(np.float32)
+        return np.ascontiguousarray(array)
+
+    def _columns(self, columns: dict[str, np.ndarray]) -> Any:
+        features = self.features
+        unknown = [name for name in columns if name not in features]
+        missing = [name for name in features if name not in columns]
+        if unknown or missing:
+            problems = []
+            if missing:
+                problems.append(f"missing {', '.join(missing)}")
+            if unknown:
+                problems.append(f"unknown {', '.join(unknown)}")
+            raise InvalidInput(
+                f"model '{self.name}' expects features {', '.join(features)}: send one input per "
+                f"feature or one [rows, {len(features)}] input; {'; '.join(problems)}")
+        rows = None
+        flat = []
+        for name in features:
+            column = columns[name]
+            if column.ndim == 2 and column.shape[1] == 1:
+                column = column.reshape(-1)
+            if column.ndim != 1:
+                raise InvalidInput(f"input '{name}' must be 1-D [rows], got shape "
+                                   f"{list(column.shape)}")
+            if rows is not None and column.shape[0] != rows:
+                raise InvalidInput(f"feature columns do not line up: '{name}' has "
+                                   f"{column.shape[0]} rows, '{features[0]}' has {rows}")
+            rows = column.shape[0]
+            flat.append(column)
+        if any(self.categorical):
+            return self._frame(flat)
+        matrix = np.empty((rows, len(features)), dtype=np.float32)
+        for i, (name, column) in enumerate(zip(features, flat)):
+            if column.dtype.kind not in _NUMERIC:
+                raise InvalidInput(f"input '{name}' must be numbers, got BYTES")
+            matrix[:, i] = column
+        return matrix
+
+    def _frame(self, columns: list[np.ndarray]):
+        """Categorical features as pandas categories: XGBoost re-codes them to the categories
+        stored in the model, by value."""
+        import pandas as pd
+
+        frame = {}
+        for name, column, categorical in zip(self.features, columns, self.categorical):
+            if categorical:
+                if column.dtype == object:
+                    column = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                                       for v in column], dtype=object)
+                frame[name] = pd.Categorical(column)
+            elif column.dtype.kind not in _NUMERIC:
+                raise InvalidInput(f"input '{name}' must be numbers, got BYTES")
+            else:
+                frame[name] = column.astype(np.float32, copy=False)
+        return pd.DataFrame(frame)
+
+
+def _softmax(margin: np.ndarray) -> np.ndarray:
+    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+# -- finding and loading ------------------------------------------------------------------------
+def thread_count() -> int:
+    """XGBOOST_NTHREAD (set by --nthread), else this worker's share of the container's CPUs."""
+    value = os.environ.get(NTHREAD_ENV, "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"{NTHREAD_ENV} must be a whole number, got {value!r}") from None
+        if threads > 0:
+            return threads
+    from modelserver.cpus import worker_threads
+
+    return worker_threads()
+
+
+def _candidates(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix in MODEL_EXTENSIONS and p.name not in NOT_MODELS)
+
+
+def looks_like_booster(path: Path) -> bool:
+    """Whether a file is an XGBoost model by its first bytes: JSON and UBJSON models both open
+    with the `learner` object; `.bst` is XGBoost's own ending whatever the format inside."""
+    if path.suffix == ".bst":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.startswith(b"{") and b"learner" in head
+
+
+def find_model_file(model_dir: str | os.PathLike) -> Path:
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model directory {folder} does not exist")
+    found = _candidates(folder)
+    if len(found) > 1:  # other JSON files may sit beside the model; the booster is the one
+        boosters = [p for p in found if looks_like_booster(p)]
+        if len(boosters) == 1:
+            return boosters[0]
+        found = boosters or found
+    if not found:
+        present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise FileNotFoundError(
+            f"no XGBoost model in {folder}: expected one file ending in "
+            f"{', '.join(MODEL_EXTENSIONS)}; found {present}")
+    if len(found) > 1:
+        raise ValueError(f"several model files in {folder}: "
+                         f"{', '.join(p.name for p in found)}; keep exactly one")
+    return found[0]
+
+
+def load_booster(path: Path):
+    import xgboost as xgb
+
+    try:
+        return xgb.Booster(model_file=str(path))
+    except xgb.core.XGBoostError as exc:
+        raise ValueError(_load_error(path, exc, xgb.__version__)) from None
+
+
+def _load_error(path: Path, exc: Exception, version: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return f"cannot load {path}: the file is empty"
+    if head.startswith(b"binf") or (path.suffix == ".bst" and not head.startswith(b"{")):
+        # Neither JSON nor UBJSON: XGBoost's old binary format.
+        return (
+            f"{path} is in XGBoost's legacy binary format, which XGBoost 3.1 and later "
+            f"cannot read (this server has xgboost {version}). Convert it with the XGBoost that "
+            f"saved it (any version from 1.0 to 3.0): "
+            f"python -c \"import xgboost; xgboost.Booster(model_file='{path.name}')"
+            f".save_model('model.ubj')\" and serve model.ubj (or model.json) instead")
+    saved_by = _saved_version(path)
+    by = f" (saved by xgboost {saved_by}; this server has {version})" if saved_by else ""
+    return f"cannot load {path}{by}: {clean_message(str(exc))}"
+
+
+def clean_message(message: str) -> str:
+    """XGBoost's error text without its C++ stack trace and source locations."""
+    message = message.split("Stack trace:")[0]
+    message = re.sub(r"\[\d\d:\d\d:\d\d\] [^\s]+:\d+: ", "", message)
+    return " ".join(message.split())
+
+
+def _saved_version(path: Path) -> str | None:
+    """The version XGBoost writes at the end of a JSON model, if it is there."""
+    if path.suffix != ".json":
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 200))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = re.search(r'"version"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]', tail)
+    return ".".join(match.groups()) if match else None
