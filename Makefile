@@ -48,6 +48,7 @@ set-version:
 	echo $(VERSION) > VERSION
 	sed -i 's/^version = "[^"]*"/version = "$(VERSION)"/' storage/pyproject.toml \
 		$(addsuffix /pyproject.toml,$(RUNTIMES))
+	$(MAKE) generate
 
 clean:
 	rm -rf $(VENV) .pytest_cache
