@@ -65,7 +65,7 @@ class ServerProcess:
             try:
                 if probe():
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not up after {timeout}s:\n{self.output()}")
