@@ -43,6 +43,18 @@ bench: setup
 soak: setup
 	$(PY) benchmarks/soak.py --seconds $(or $(SOAK_SECONDS),300)
 
+# Regenerates the gRPC modules beside modelserver/proto/grpc_service.proto (grpcio-tools, from
+# `make setup`), into PROTO_OUT. The messages load into a descriptor pool of their own, so
+# tritonclient or the KServe SDK, which declare the same `inference.*` names, can share a process.
+PROTO_OUT ?= runtimes/modelserver
+.PHONY: proto
+proto:
+	$(PY) -m grpc_tools.protoc -I runtimes/modelserver --python_out=$(PROTO_OUT) \
+		--pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		runtimes/modelserver/modelserver/proto/grpc_service.proto
+	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
+		$(PROTO_OUT)/modelserver/proto/grpc_service_pb2.py
+
 # Writes VERSION into every package's pyproject.toml: `make set-version VERSION=0.2.0`.
 set-version:
 	echo $(VERSION) > VERSION
@@ -120,7 +132,7 @@ test-images: setup
 # ---- Peers -------------------------------------------------------------------------------------
 # Ours next to MLServer 1.7.1 and KServe 0.21.0 on the same models, one server at a time; each
 # peer is installed once into .cache/peers/<name>. PEERS_SECONDS (5) of load per scenario,
-# PEERS=kserve,mlserver picks the peers.
+# PEERS_ROUNDS (1) runs of everything with each cell's median reported, PEERS=kserve,mlserver.
 .PHONY: bench-peers
 bench-peers: setup
 	$(PY) benchmarks/peers/compare.py

@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import loadgen  # noqa: E402
+import grpcload  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IRIS_ROW = [6.8, 2.8, 4.8, 1.4]
@@ -41,10 +42,12 @@ def wide_model(folder: Path) -> Path:
     return folder
 
 
-def start_server(port: int, model_dir: Path, name: str, workers: int = 1) -> subprocess.Popen:
+def start_server(port: int, model_dir: Path, name: str, workers: int = 1,
+                 grpc_port: int | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sklearnserver", "--model_name", name,
          "--model_dir", str(model_dir), "--http_port", str(port),
+         "--grpc_port", str(grpc_port or free_port()),
          "--host", "127.0.0.1", "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -59,37 +62,65 @@ def start_server(port: int, model_dir: Path, name: str, workers: int = 1) -> sub
     raise RuntimeError("server did not become ready")
 
 
-def scenarios(base: str, wide_base: str) -> list[tuple[str, str, bytes, int]]:
+def scenarios(base: str, wide_base: str) -> list[tuple[str, str, bytes, int, dict]]:
+    """(name, url, body, concurrency, headers) for loadgen."""
     v1 = json.dumps({"instances": [IRIS_ROW]}).encode()
     v2 = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4],
                                  "data": IRIS_ROW}]}).encode()
     big = np.random.default_rng(0).random((1000, 100), dtype=np.float32)
     v2_big = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1000, 100],
                                      "data": big.ravel().tolist()}]}).encode()
-    rows = [(f"v1 iris c={c}", f"{base}/v1/models/iris:predict", v1, c) for c in (1, 8, 64)]
-    rows += [(f"v2 iris c={c}", f"{base}/v2/models/iris/infer", v2, c) for c in (1, 8, 64)]
-    rows.append(("v2 1000x100 FP32 JSON c=8", f"{wide_base}/v2/models/wide/infer", v2_big, 8))
+    # The binary tensor data extension: a JSON header, then the tensor's bytes.
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1000, 100],
+                                     "parameters": {"binary_data_size": big.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    binary = {"Inference-Header-Content-Length": str(len(header))}
+    rows = [(f"v1 iris c={c}", f"{base}/v1/models/iris:predict", v1, c, {}) for c in (1, 8, 64)]
+    rows += [(f"v2 iris c={c}", f"{base}/v2/models/iris/infer", v2, c, {}) for c in (1, 8, 64)]
+    rows.append(("v2 1000x100 FP32 JSON c=8", f"{wide_base}/v2/models/wide/infer", v2_big, 8, {}))
+    rows.append(("v2 1000x100 FP32 binary c=8", f"{wide_base}/v2/models/wide/infer",
+                 header + big.tobytes(), 8, binary))
     return rows
+
+
+def grpc_scenarios() -> list[tuple[str, str, bytes, int]]:
+    """(name, method, serialized ModelInferRequest, concurrency) for grpcload: raw contents,
+    as tritonclient and perf_analyzer send them."""
+    from modelserver.proto import grpc_service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.array([IRIS_ROW], dtype=np.float32).tobytes())
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    return [(f"v2 gRPC iris c={c}", method, request.SerializeToString(), c) for c in (1, 64)]
+
+
+def report(name: str, result: loadgen.Result) -> None:
+    print(f"{name:<30}{result.rps:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
+          f"{result.errors:>9}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     args = parser.parse_args()
-    port, wide_port = free_port(), free_port()
+    port, wide_port, grpc_port = free_port(), free_port(), free_port()
     tmp = tempfile.TemporaryDirectory()
-    servers = [start_server(port, REPO / "examples" / "sklearn-iris", "iris"),
+    servers = [start_server(port, REPO / "examples" / "sklearn-iris", "iris",
+                            grpc_port=grpc_port),
                start_server(wide_port, wide_model(Path(tmp.name)), "wide")]
     tool = "wrk" if shutil.which("wrk") else "python loadgen"
-    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool}, "
+    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} (gRPC: grpc.aio), "
           f"{args.seconds:g}s per scenario\n")
     print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     try:
-        for name, url, body, concurrency in scenarios(f"http://127.0.0.1:{port}",
-                                                      f"http://127.0.0.1:{wide_port}"):
-            result = loadgen.run(url, body, concurrency, args.seconds)
-            print(f"{name:<30}{result.rps:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
-                  f"{result.errors:>9}", flush=True)
+        for name, url, body, concurrency, headers in scenarios(f"http://127.0.0.1:{port}",
+                                                               f"http://127.0.0.1:{wide_port}"):
+            result = loadgen.run(url, body, concurrency, args.seconds, headers=dict(headers))
+            report(name, result)
+        for name, method, request, concurrency in grpc_scenarios():
+            report(name, grpcload.run(f"127.0.0.1:{grpc_port}", method, request, concurrency,
+                                      args.seconds))
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)

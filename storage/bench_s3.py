@@ -10,6 +10,7 @@ the bottleneck for both tools: compare the two, not against a real S3.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -61,6 +62,8 @@ def main() -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's log line per request
+
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -83,8 +86,12 @@ def main() -> None:
                 "aws s3 cp": [args.aws, "s3", "cp", "--recursive", "--only-show-errors",
                               "--endpoint-url", endpoint, uri, str(dest)],
             }
-            for tool, command in tools.items():
-                took = statistics.median(timed(command, env, dest) for _ in range(args.runs))
+            times: dict[str, list[float]] = {tool: [] for tool in tools}
+            for _ in range(args.runs):  # alternated, so that load from elsewhere hits both
+                for tool, command in tools.items():
+                    times[tool].append(timed(command, env, dest))
+            for tool, runs in times.items():
+                took = statistics.median(runs)
                 megabytes = count * size / 1e6
                 print(f"{name:24} {tool:14} {took:9.2f} {megabytes / took:7.1f} "
                       f"{count / took:8.0f}", flush=True)

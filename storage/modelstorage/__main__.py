@@ -1,4 +1,4 @@
-"""`python -m modelstorage URI DEST`: the storage initializer, as KServe runs its own."""
+"""`python -m modelstorage URI DEST`: the storage initializer, with KServe's two arguments."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ import sys
 
 from . import StorageError, download
 
+EPILOG = """URI schemes: s3://bucket/prefix, gs://bucket/prefix,
+https://<account>.blob.core.windows.net/<container>/<prefix>, http(s)://host/file,
+pvc://claim/path, file:///path or a local path. A prefix means everything under that folder;
+a single .tar, .tar.gz, .tgz or .zip is unpacked. Credentials and endpoints come from the
+environment (see storage/README.md). Exit status: 0 when DEST holds the model, 1 otherwise."""
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="modelstorage",
-        description="Download a model from s3://, gs://, http(s)://, Azure Blob, pvc:// or a "
-                    "local path into DEST, atomically: DEST changes only once all has arrived.")
-    parser.add_argument("uri", help="where the model is")
-    parser.add_argument("dest", help="the model directory to fill (e.g. /mnt/models)")
+        prog="modelstorage", epilog=EPILOG,
+        description="Download a model into DEST, atomically: DEST changes only once all of it "
+                    "has arrived and checked out, and a DEST that already holds URI is kept.")
+    parser.add_argument("uri", metavar="URI", help="where the model is")
+    parser.add_argument("dest", metavar="DEST", help="the model folder to fill (e.g. /mnt/models)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -24,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     except StorageError as exc:
         logging.getLogger("modelstorage").error("download failed: %s", exc)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

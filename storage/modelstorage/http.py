@@ -1,66 +1,79 @@
-"""A single file over http(s), redirects followed; headers from STORAGE_HTTP_HEADERS (JSON)."""
+"""One file over http(s), redirects followed. Request headers (for auth) come from
+STORAGE_HTTP_HEADERS, a JSON object, and from KServe's `<host>-headers` variable for the
+URI's host; requests drops Authorization when a redirect leads to another host."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
+
+import requests
 
 from .errors import StorageError, TransientError
 from .retry import with_retries
 
 CHUNK = 1 << 20
+TIMEOUT = (10, 60)  # connect, and between bytes: a stalled server is retried, not waited on
+# Failures that another attempt would only repeat: a bad URL, a certificate, a redirect loop.
+PERMANENT = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+             requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader,
+             requests.exceptions.SSLError, requests.exceptions.TooManyRedirects)
 
 
-def headers_from_env() -> dict[str, str]:
-    raw = os.environ.get("STORAGE_HTTP_HEADERS", "")
-    if not raw:
-        return {}
-    try:
-        headers = json.loads(raw)
-    except ValueError:
-        headers = None
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise StorageError('STORAGE_HTTP_HEADERS must be a JSON object of strings, '
-                           'e.g. {"Authorization": "Bearer ..."}')
+def headers_for(uri: str) -> dict[str, str]:
+    headers = {}
+    for name in ("STORAGE_HTTP_HEADERS", f"{urlsplit(uri).hostname}-headers"):
+        raw = os.environ.get(name)
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise StorageError(f'{name} must be a JSON object of strings, '
+                               'e.g. {"Authorization": "Bearer ..."}')
+        headers.update(value)
     return headers
 
 
-def file_name(uri: str, disposition: str | None) -> str:
-    if disposition and (match := re.search(r'filename="?([^";]+)"?', disposition)):
-        return Path(match.group(1)).name
-    return Path(unquote(urlsplit(uri).path)).name or "model"
+def file_name(url: str, disposition: str | None) -> str:
+    """The server's Content-Disposition name, else the last part of the (redirected) URL."""
+    match = re.search(r'filename="?([^";]+)"?', disposition or "")
+    name = PurePosixPath(match.group(1) if match else unquote(urlsplit(url).path)).name
+    return name if name not in ("", ".", "..") else "model"
 
 
 def fetch(uri: str, stage: Path, progress) -> None:
-    import requests
+    headers = headers_for(uri)
+    with_retries(lambda: _get(uri, headers, stage, progress), uri)
 
-    headers = headers_from_env()
 
-    def attempt() -> None:
-        try:
-            # requests drops Authorization on a redirect to another host.
-            with requests.get(uri, headers=headers, stream=True, timeout=(10, 60)) as reply:
-                if reply.status_code in (429,) or reply.status_code >= 500:
-                    raise TransientError(f"HTTP {reply.status_code} {reply.reason}")
-                if reply.status_code >= 400:
-                    raise StorageError(f"HTTP {reply.status_code} {reply.reason}")
-                name = file_name(reply.url, reply.headers.get("content-disposition"))
-                # With a content-encoding, content-length counts the encoded bytes.
-                encoded = reply.headers.get("content-encoding", "identity") != "identity"
-                expected = None if encoded else reply.headers.get("content-length")
-                target = stage / name
-                written = 0
-                with open(target, "wb") as out:
-                    for chunk in reply.iter_content(CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-        except requests.RequestException as exc:
-            raise TransientError(f"connection failed: {exc}") from None
-        if expected is not None and written != int(expected):
-            raise TransientError(f"got {written} of {expected} bytes")
-        progress.file_done(name, written)
-
-    with_retries(attempt, uri)
+def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
+    try:
+        with requests.get(uri, headers=headers, stream=True, timeout=TIMEOUT) as reply:
+            if reply.status_code == 429 or reply.status_code >= 500:
+                raise TransientError(f"HTTP {reply.status_code} {reply.reason}")
+            if reply.status_code >= 400:
+                raise StorageError(f"HTTP {reply.status_code} {reply.reason}")
+            name = file_name(reply.url, reply.headers.get("content-disposition"))
+            # With a Content-Encoding, Content-Length counts the encoded bytes, not ours.
+            encoded = reply.headers.get("content-encoding", "identity") != "identity"
+            expected = None if encoded else reply.headers.get("content-length")
+            progress.expect(1, int(expected or 0))
+            written = 0
+            with open(stage / name, "wb") as out:
+                for chunk in reply.iter_content(CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                    progress.advance(len(chunk))
+    except PERMANENT as exc:
+        raise StorageError(str(exc)) from None
+    except requests.RequestException as exc:
+        raise TransientError(f"connection failed: {exc}") from None
+    if expected is not None and written != int(expected):
+        raise TransientError(f"got {written} of {expected} bytes")
+    progress.file_done(name, written, counted=True)

@@ -1,4 +1,8 @@
-"""Local paths, file:// URIs and pvc://claim/path (the claim is mounted at PVC_MOUNT_ROOT)."""
+"""Local paths, file:// URIs, and pvc://claim/path (the claim mounted at PVC_MOUNT_ROOT).
+
+Local paths are copied: the model folder stays valid whatever later happens to the source.
+A claim's files are symlinked instead: the claim stays mounted for the pod's lifetime (as
+KServe mounts it), and a copy would double the disk a large model takes."""
 
 from __future__ import annotations
 
@@ -12,28 +16,33 @@ from .errors import StorageError
 
 def local_path(uri: str) -> Path:
     if uri.startswith("pvc://"):
-        # KServe mounts the claim at /mnt/pvc; the path after the claim name is inside it.
-        _claim, _, rest = uri[len("pvc://"):].partition("/")
-        return Path(os.environ.get("PVC_MOUNT_ROOT", "/mnt/pvc")) / rest
+        _claim, _, inside = uri[len("pvc://"):].partition("/")
+        return Path(os.environ.get("PVC_MOUNT_ROOT", "/mnt/pvc")) / inside
     if uri.startswith("file://"):
         return Path(unquote(urlsplit(uri).path))
     return Path(uri)
 
 
 def fetch(uri: str, stage: Path, progress) -> None:
-    """Copies rather than links: the model folder stays valid whatever happens to the source."""
-    source = local_path(uri)
+    source = local_path(uri).absolute()
     if not source.exists():
-        raise StorageError(f"{uri}: {source} does not exist")
-    if source.is_file():
-        shutil.copy2(source, stage / source.name)
-        progress.file_done(source.name, source.stat().st_size)
-        return
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            target = stage / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-            progress.file_done(str(path.relative_to(source)), target.stat().st_size)
-    if not any(stage.iterdir()):
-        raise StorageError(f"{uri}: {source} is empty")
+        raise StorageError(f"{source} does not exist")
+    if stage.resolve().is_relative_to(source.resolve()):
+        raise StorageError(f"the model directory is inside the source {source}")
+    link = uri.startswith("pvc://")
+    files = [p for p in source.rglob("*") if p.is_file()] if source.is_dir() else [source]
+    if not files:
+        raise StorageError(f"{source} is empty")
+    progress.expect(len(files), sum(p.stat().st_size for p in files))
+
+    def place(src: str, dst: str) -> None:
+        if link:
+            os.symlink(os.path.abspath(src), dst)
+        else:
+            shutil.copy2(src, dst)
+        progress.file_done(os.path.relpath(dst, stage), os.path.getsize(src))
+
+    if source.is_dir():
+        shutil.copytree(source, stage, copy_function=place, dirs_exist_ok=True)
+    else:
+        place(str(source), str(stage / source.name))

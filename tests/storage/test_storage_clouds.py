@@ -1,19 +1,22 @@
 """S3 (moto), GCS (fake-gcs-server) and Azure Blob (azurite), each a real server on loopback."""
 
 import hashlib
+import io
 import os
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from modelstorage import StorageError, download
-from modelstorage.download import MARKER
+from modelstorage.atomic import MARKER, TEMP
 
 FILES = {
     "models/m1/model.joblib": b"weights",
     "models/m1/nested/deeper/vocab.txt": b"words",
     "models/m1/name with spaces.txt": b"spaces",
-    "models/m1-other/model.joblib": b"not this one",
+    "models/m1-other/model.joblib": b"not this one",  # shares the string prefix "models/m1"
     "models/single.pkl": b"one object",
 }
 EXPECTED = {"model.joblib": b"weights", "nested/deeper/vocab.txt": b"words",
@@ -25,10 +28,14 @@ def tree(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != MARKER}
 
 
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.urandom(4).hex()}"
+
+
 # -- S3 -------------------------------------------------------------------------------------------
 @pytest.fixture
 def bucket(s3):
-    name = f"bucket-{os.urandom(4).hex()}"
+    name = unique("bucket-")
     s3.create_bucket(Bucket=name)
     for key, data in FILES.items():
         s3.put_object(Bucket=name, Key=key, Body=data)
@@ -38,6 +45,8 @@ def bucket(s3):
 def test_s3_prefix_is_a_folder_not_a_string_prefix(bucket, tmp_path):
     assert tree(download(f"s3://{bucket}/models/m1", tmp_path / "a")) == EXPECTED
     assert tree(download(f"s3://{bucket}/models/m1/", tmp_path / "b")) == EXPECTED
+    whole = tree(download(f"s3://{bucket}", tmp_path / "c"))
+    assert set(whole) == set(FILES)
 
 
 def test_s3_single_object(bucket, tmp_path):
@@ -47,35 +56,56 @@ def test_s3_single_object(bucket, tmp_path):
 
 def test_s3_pagination_over_1000_objects(s3, tmp_path):
     s3.create_bucket(Bucket="many")
-    for i in range(1100):
-        s3.put_object(Bucket="many", Key=f"model/part-{i:04d}", Body=str(i).encode())
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket="many", Key=f"model/part-{i:04d}",
+                                              Body=str(i).encode()), range(1100)))
     files = tree(download("s3://many/model", tmp_path / "d"))
-    assert len(files) == 1100 and files["part-1099"] == b"1099"
+    assert len(files) == 1100 and files["part-0000"] == b"0" and files["part-1099"] == b"1099"
 
 
-def test_s3_50_mb_object_is_checked(s3, tmp_path):
-    data = os.urandom(50 * 1024 * 1024)
+def test_s3_large_objects_single_and_multipart(s3, tmp_path):
+    """50 MB uploaded in one part (its ETag is the MD5, which is checked) and 20 MB uploaded in
+    parts (downloaded in ranged parts too)."""
+    from boto3.s3.transfer import TransferConfig
+
+    single, parts = os.urandom(50 << 20), os.urandom(20 << 20)
     s3.create_bucket(Bucket="big")
-    s3.put_object(Bucket="big", Key="model/weights.bin", Body=data)
+    s3.put_object(Bucket="big", Key="model/weights.bin", Body=single)
+    s3.upload_fileobj(io.BytesIO(parts), "big", "model/shard.bin",
+                      Config=TransferConfig(multipart_threshold=5 << 20,
+                                            multipart_chunksize=5 << 20))
+    assert "-" in s3.head_object(Bucket="big", Key="model/shard.bin")["ETag"]
     dest = download("s3://big/model", tmp_path / "d")
-    assert hashlib.sha256((dest / "weights.bin").read_bytes()).digest() == \
-        hashlib.sha256(data).digest()
+    for name, data in (("weights.bin", single), ("shard.bin", parts)):
+        assert hashlib.sha256((dest / name).read_bytes()).digest() == \
+            hashlib.sha256(data).digest()
 
 
-@pytest.mark.parametrize("path,message", [
-    ("models/absent", "no objects under s3://{b}/models/absent/"),
-    ("", None),
-])
-def test_s3_empty_prefix_is_a_clear_error(s3, tmp_path, path, message):
+@pytest.mark.parametrize("path", ["models/absent", "models/absent/", ""])
+def test_s3_empty_prefix_is_a_clear_error(s3, tmp_path, path):
     s3.create_bucket(Bucket="empty")
-    with pytest.raises(StorageError, match="no objects under s3://empty/"):
+    with pytest.raises(StorageError, match=f"^s3://empty/{path}: .*no objects under "
+                                           f"s3://empty/{path.rstrip('/')}"):
         download(f"s3://empty/{path}", tmp_path / "d")
-    assert not (tmp_path / "d").exists()
+    assert not any(tmp_path.iterdir())  # no DEST, no staging folder
 
 
-def test_s3_missing_bucket_fails_fast(s3, tmp_path):
-    with pytest.raises(StorageError, match="s3://no-such-bucket/m.*NoSuchBucket"):
-        download("s3://no-such-bucket/m", tmp_path / "d")
+def test_s3_missing_key_and_bucket_fail_fast(bucket, tmp_path, retries):
+    with pytest.raises(StorageError, match="no object of that name, and no"):
+        download(f"s3://{bucket}/models/absent.pkl", tmp_path / "a")
+    with pytest.raises(StorageError, match="^s3://no-such-bucket/m: NoSuchBucket"):
+        download("s3://no-such-bucket/m", tmp_path / "b")
+    assert not retries  # permanent: not retried
+    with pytest.raises(StorageError, match="no bucket in the URI"):
+        download("s3:///m", tmp_path / "c")
+
+
+def test_s3_wrong_credentials_fail_fast(s3_checking_credentials, tmp_path, monkeypatch, retries):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_checking_credentials)
+    with pytest.raises(StorageError, match="^s3://models/m1: InvalidAccessKeyId"):
+        download("s3://models/m1", tmp_path / "d")
+    assert not retries
+    assert not any(tmp_path.iterdir())
 
 
 def test_s3_kserve_endpoint_variables(bucket, tmp_path, monkeypatch, s3_endpoint):
@@ -101,13 +131,50 @@ def test_s3_object_names_cannot_escape(s3, tmp_path):
     s3.put_object(Bucket="hostile", Key="m/../../escape.txt", Body=b"x")
     with pytest.raises(StorageError, match="leaves the model directory"):
         download("s3://hostile/m", tmp_path / "d")
-    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists() and not any(tmp_path.iterdir())
+
+
+def test_s3_marker_skips_a_complete_download(s3, bucket, tmp_path):
+    uri = f"s3://{bucket}/models/m1"
+    dest = download(uri, tmp_path / "d")
+    for key in FILES:
+        s3.delete_object(Bucket=bucket, Key=key)
+    assert tree(download(uri, dest)) == EXPECTED  # skipped: the objects are gone
+    (dest / "model.joblib").unlink()  # no longer complete: fetched again, and now missing
+    with pytest.raises(StorageError, match="no objects under"):
+        download(uri, dest)
+    assert tree(dest) == {k: v for k, v in EXPECTED.items() if k != "model.joblib"}
+
+
+def test_s3_into_an_existing_folder(bucket, tmp_path):
+    """DEST as a volume mount: it stays (same inode), its contents are replaced, and what an
+    interrupted download left in it is cleaned up."""
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "old.bin").write_bytes(b"old")
+    (dest / f"{TEMP}abcd1234").mkdir()
+    inode = dest.stat().st_ino
+    download(f"s3://{bucket}/models/m1", dest)
+    assert tree(dest) == EXPECTED and dest.stat().st_ino == inode
+    assert sorted(p.name for p in dest.iterdir() if p.name.startswith(".")) == [MARKER]
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]
+
+
+def test_s3_archive_is_unpacked(s3, tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model/weights.bin")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    s3.create_bucket(Bucket="archives")
+    s3.put_object(Bucket="archives", Key="m/model.tar.gz", Body=buffer.getvalue())
+    assert tree(download("s3://archives/m", tmp_path / "d")) == {"model/weights.bin": b"abc"}
 
 
 # -- GCS ------------------------------------------------------------------------------------------
 @pytest.fixture
 def gcs_bucket(gcs):
-    name = f"bucket-{os.urandom(4).hex()}"
+    name = unique("bucket-")
     bucket = gcs.create_bucket(name)
     for key, data in FILES.items():
         bucket.blob(key).upload_from_string(data)
@@ -116,22 +183,32 @@ def gcs_bucket(gcs):
 
 def test_gcs_prefix_and_single_object(gcs_bucket, tmp_path):
     assert tree(download(f"gs://{gcs_bucket}/models/m1", tmp_path / "a")) == EXPECTED
-    assert tree(download(f"gs://{gcs_bucket}/models/single.pkl", tmp_path / "b")) == {
+    assert tree(download(f"gs://{gcs_bucket}/models/m1/", tmp_path / "b")) == EXPECTED
+    assert tree(download(f"gs://{gcs_bucket}/models/single.pkl", tmp_path / "c")) == {
         "single.pkl": b"one object"}
 
 
-def test_gcs_missing_prefix_and_bucket(gcs_bucket, tmp_path):
+def test_gcs_missing_prefix_key_and_bucket(gcs_bucket, tmp_path, retries):
     with pytest.raises(StorageError, match=f"no objects under gs://{gcs_bucket}/models/none/"):
         download(f"gs://{gcs_bucket}/models/none", tmp_path / "a")
-    with pytest.raises(StorageError, match="gs://no-such-bucket-x/m"):
+    with pytest.raises(StorageError, match="^gs://no-such-bucket-x/m: .*[Nn]ot [Ff]ound"):
         download("gs://no-such-bucket-x/m", tmp_path / "b")
+    assert not retries
     assert not any(tmp_path.iterdir())
+
+
+def test_gcs_marker_skips_a_complete_download(gcs, gcs_bucket, tmp_path):
+    uri = f"gs://{gcs_bucket}/models/m1"
+    dest = download(uri, tmp_path / "d")
+    for blob in gcs.list_blobs(gcs_bucket):
+        blob.delete()
+    assert tree(download(uri, dest)) == EXPECTED
 
 
 # -- Azure ----------------------------------------------------------------------------------------
 @pytest.fixture
 def container(azure):
-    name = f"c{os.urandom(4).hex()}"
+    name = unique("c")
     client = azure.create_container(name)
     for key, data in FILES.items():
         client.upload_blob(key, data)
@@ -144,17 +221,25 @@ def azure_uri(container: str, path: str) -> str:
 
 def test_azure_prefix_and_single_blob(container, tmp_path):
     assert tree(download(azure_uri(container, "models/m1"), tmp_path / "a")) == EXPECTED
-    assert tree(download(azure_uri(container, "models/single.pkl"), tmp_path / "b")) == {
+    assert tree(download(azure_uri(container, "models/m1/"), tmp_path / "b")) == EXPECTED
+    assert tree(download(azure_uri(container, "models/single.pkl"), tmp_path / "c")) == {
         "single.pkl": b"one object"}
 
 
-def test_azure_wrong_key_and_missing_container(container, azurite, tmp_path, monkeypatch):
-    with pytest.raises(StorageError, match="no blobs under"):
+def test_azure_missing_prefix_and_container(container, tmp_path):
+    with pytest.raises(StorageError,
+                       match=f"no blob of that name, and no blobs under {container}/models/none/"):
         download(azure_uri(container, "models/none"), tmp_path / "a")
-    with pytest.raises(StorageError, match="ContainerNotFound|does not exist"):
+    with pytest.raises(StorageError, match="specified container does not exist"):
         download(azure_uri("nosuchcontainer", "m"), tmp_path / "b")
+    assert not any(tmp_path.iterdir())
+
+
+def test_azure_wrong_key_fails_fast(container, azurite, tmp_path, monkeypatch, retries):
+    uri = azure_uri(container, "models/m1")
     wrong = azurite.replace("AccountKey=", "AccountKey=AAAA")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", wrong)
-    with pytest.raises(StorageError, match=azure_uri(container, "models/m1")):
-        download(azure_uri(container, "models/m1"), tmp_path / "c")
+    with pytest.raises(StorageError, match=f"^{uri}: Server failed to authenticate"):
+        download(uri, tmp_path / "a")
+    assert not retries  # permanent: not retried
     assert not any(tmp_path.iterdir())

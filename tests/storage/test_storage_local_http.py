@@ -1,6 +1,7 @@
 """Local paths, pvc://, http(s)://, archives, atomicity, the marker and the CLI."""
 
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from modelstorage import StorageError, download
-from modelstorage.download import MARKER
+from modelstorage.atomic import MARKER
+from modelstorage.progress import Progress
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -34,9 +36,31 @@ def test_local_folder_and_file_uri(source, tmp_path):
     assert tree(single) == {"model.joblib": b"weights"}
 
 
-def test_pvc_maps_to_the_mount_root(source, tmp_path, monkeypatch):
+def test_pvc_maps_to_the_mount_root_and_links(source, tmp_path, monkeypatch):
     monkeypatch.setenv("PVC_MOUNT_ROOT", str(source.parent))
-    assert tree(download("pvc://my-claim/src", tmp_path / "d")) == tree(source)
+    dest = download("pvc://my-claim/src", tmp_path / "d")
+    assert tree(dest) == tree(source)
+    assert (dest / "sub dir" / "vocab.txt").resolve() == source / "sub dir" / "vocab.txt"
+
+
+def test_the_model_directory_itself_is_left_alone(source):
+    """KServe points a runtime's STORAGE_URI at the folder its initializer filled."""
+    before = sorted(source.rglob("*"))
+    assert download(str(source), source) == source
+    assert download(f"file://{source}/", source) == source
+    assert sorted(source.rglob("*")) == before  # no marker, no staging folder
+
+
+def test_a_destination_inside_the_source_is_refused(source):
+    with pytest.raises(StorageError, match="inside the source"):
+        download(str(source), source / "copy")
+    assert not (source / "copy").exists()
+
+
+def test_a_destination_that_is_a_file(source, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorageError, match="is not a folder"):
+        download(str(source), tmp_path / "file")
 
 
 def test_the_model_directory_itself_is_a_no_op(source):
@@ -86,12 +110,29 @@ def test_http_file_redirect_and_auth_header(http_server, tmp_path, monkeypatch):
     assert tree(download(f"{url}/auth/model.joblib", tmp_path / "c"))
 
 
-def test_http_errors(http_server, tmp_path, monkeypatch):
+def test_https_redirect_auth_and_kserve_host_headers(https_server, tmp_path, monkeypatch):
+    url, files, ca_bundle = https_server
+    files["secure.joblib"] = b"s" * 5000
+    with pytest.raises(StorageError, match="CERTIFICATE_VERIFY_FAILED"):
+        download(f"{url}/files/secure.joblib", tmp_path / "a")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle)
+    assert tree(download(f"{url}/redirect/secure.joblib", tmp_path / "b")) == {
+        "secure.joblib": b"s" * 5000}
+    monkeypatch.setenv("127.0.0.1-headers", json.dumps({"Authorization": "Bearer secret"}))
+    assert tree(download(f"{url}/auth/secure.joblib", tmp_path / "c")) == {
+        "secure.joblib": b"s" * 5000}
+
+
+def test_http_errors_permanent_and_transient(http_server, tmp_path, monkeypatch, retries):
     url, files = http_server
-    with pytest.raises(StorageError, match=f"{url}/files/absent: HTTP 404"):
+    with pytest.raises(StorageError, match=f"^{url}/files/absent: HTTP 404"):
         download(f"{url}/files/absent", tmp_path / "a")
-    files["flaky.bin"] = b"ok"
+    with pytest.raises(StorageError, match="Invalid URL"):
+        download("http://", tmp_path / "a")
+    assert not retries
+    files["flaky.bin"] = b"ok"  # 503 once, then served
     assert tree(download(f"{url}/flaky/flaky.bin", tmp_path / "b")) == {"flaky.bin": b"ok"}
+    assert len(retries) == 1 and "HTTP 503" in retries[0]
     monkeypatch.setenv("STORAGE_HTTP_HEADERS", "not json")
     with pytest.raises(StorageError, match="STORAGE_HTTP_HEADERS must be a JSON object"):
         download(f"{url}/files/flaky.bin", tmp_path / "c")
@@ -106,7 +147,8 @@ def test_dropped_connection_leaves_nothing_behind(http_server, tmp_path, monkeyp
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "previous.joblib").write_bytes(b"old")
-    with pytest.raises(StorageError, match="big.bin"):
+    with pytest.raises(StorageError,
+                       match="big.bin: connection failed.*IncompleteRead.*gave up after 4"):
         download(f"{url}/drop/big.bin", dest)
     assert tree(dest) == {"previous.joblib": b"old"}  # as it was
     assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # no staging folder left
@@ -144,7 +186,7 @@ def test_archives_are_unpacked(http_server, tmp_path):
         "a/b.txt": b"data", "c.txt": b"data"}
 
 
-@pytest.mark.parametrize("name,archive", [
+HOSTILE = dict([
     ("slip.zip", zip_bytes(["../../evil.txt"])),
     ("abs.zip", zip_bytes(["/etc/evil.txt"])),
     ("dotdot.tar.gz", tar_bytes([member("../evil.txt", b"x")])),
@@ -153,16 +195,43 @@ def test_archives_are_unpacked(http_server, tmp_path):
                                   member("link/passwd", b"x")])),
     ("relsymlink.tar.gz", tar_bytes([member("up", kind=tarfile.SYMTYPE, link="../../..")])),
     ("hardlink.tar.gz", tar_bytes([member("hard", kind=tarfile.LNKTYPE, link="/etc/passwd")])),
+    ("relhardlink.tar.gz", tar_bytes([member("hard", kind=tarfile.LNKTYPE,
+                                             link="../../etc/passwd")])),
     ("device.tar.gz", tar_bytes([member("dev", kind=tarfile.CHRTYPE)])),
 ])
-def test_hostile_archives_are_refused(http_server, tmp_path, name, archive):
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_archives_are_refused(http_server, tmp_path, name):
     url, files = http_server
-    files[name] = archive
+    files[name] = HOSTILE[name]
     dest = tmp_path / "dest"
-    with pytest.raises(StorageError, match=f"refusing to unpack {name}|is not a readable"):
+    with pytest.raises(StorageError, match=f"refusing to unpack {name}: "):
         download(f"{url}/files/{name}", dest)
     assert not dest.exists()
     assert not any(p.name == "evil.txt" for p in tmp_path.parent.rglob("evil.txt"))
+
+
+def test_sdk_imported_only_for_its_scheme(tmp_path):
+    """An image without boto3 still serves the other schemes, and says what to install."""
+    code = (
+        "import sys; sys.modules['boto3'] = None\n"  # as if not installed
+        "import modelstorage\n"
+        "sdks = ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob')\n"
+        "assert not [name for name in sdks if sys.modules.get(name)]\n"
+        f"modelstorage.download('s3://b/m', {str(tmp_path / 'd')!r})\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "StorageError: s3://b/m: boto3 is not installed: pip install 'modelstorage[s3]'" \
+        in run.stderr, run.stderr
+
+
+def test_progress_bar_on_a_terminal(capsys):
+    progress = Progress("s3://b/m", tty=True)
+    progress.expect(2, 2048)
+    progress.file_done("a", 1024)
+    progress.file_done("b", 1024)
+    progress.done()
+    assert "[########################] 100% 2/2 files, 2.0 KB of 2.0 KB" in capsys.readouterr().err
 
 
 def test_cli(source, tmp_path):

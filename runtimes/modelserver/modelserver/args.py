@@ -37,6 +37,9 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="server processes sharing the ports (default: 1)")
     parser.add_argument("--enable_grpc", type=str2bool, nargs="?", const=True, default=True,
                         help="serve gRPC on --grpc_port (default: true)")
+    parser.add_argument("--grpc_max_message_bytes", type=int,
+                        default=int(env("GRPC_MAX_MESSAGE_BYTES", str(256 * 1024 * 1024))),
+                        help="largest gRPC message received or sent (default: 256 MiB)")
     parser.add_argument("--multi_model", type=str2bool, nargs="?", const=True, default=False,
                         help="treat --model_dir as a repository of model folders even when it "
                              "holds none yet (default: detected)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
+from . import metrics, stats
 from .types import InferRequest, InferResponse, Tensor
 
 Execute = Callable[[InferRequest], Awaitable[InferResponse]]
@@ -98,6 +98,7 @@ class Batcher:
         started = time.perf_counter()
         for item in batch:
             metrics.record_queue(self.model, started - item.enqueued)
+            stats.record_queue(self.model, started - item.enqueued)
         if len(batch) > 1:
             parts = await self._run_merged(batch)
             if parts is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, metrics
+from . import __version__, metrics, stats
 from .batching import Batcher
 from .errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
 from .model import Model
@@ -156,7 +156,9 @@ class DataPlane:
         if inspect.isawaitable(result):
             result = await result
         rows = request.inputs[0].data.shape[:1] if request.inputs else ()
-        metrics.record_inference(model.name, rows[0] if rows else 1, time.perf_counter() - started)
+        seconds, rows = time.perf_counter() - started, rows[0] if rows else 1
+        metrics.record_inference(model.name, rows, seconds)
+        stats.record_execution(model.name, rows, seconds)
         return model.make_response(result, request)
 
     def _batcher(self, model: Model) -> Batcher | None:

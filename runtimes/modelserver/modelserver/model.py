@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,11 @@ class Model:
     # Run predict in a worker thread so the event loop keeps parsing requests meanwhile: worth it
     # for frameworks that release the GIL while they compute (xgboost, torch, TensorFlow).
     predict_in_thread: bool = False
+    # Extra REST routes the runtime answers beside KServe v1 and v2 (MLflow's /invocations, say):
+    # path -> {method: handler}. A handler is `async def handler(dataplane, body: bytes,
+    # headers: dict[str, str])` (header names lower-case) returning (status, body) for JSON or
+    # (status, body, [(b"content-type", ...)]). Built-in paths win over these.
+    routes: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, name: str):
         self.name = name

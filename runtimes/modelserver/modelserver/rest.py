@@ -16,9 +16,10 @@ from typing import Any
 
 import orjson
 
-from . import v2json
+from . import binary, stats, v2json
 from .dataplane import DataPlane
 from . import __version__, metrics
+from .modelconfig import model_config
 from .errors import (
     InvalidInput,
     MethodNotAllowed,
@@ -35,9 +36,12 @@ Reply = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
 Handler = Callable[..., Awaitable[Reply]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 access_log = logging.getLogger("modelserver.access")
+# What `GET /v2` lists, named as Triton names them.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 _V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
-_V2_MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))?")
+_V2_MODEL = re.compile(
+    r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|config|stats))?")
 _REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 
 
@@ -92,12 +96,15 @@ class RestApp:
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         max_request_bytes: int = 256 * 1024 * 1024,
         log_requests: bool = True,
+        routes: dict[str, dict[str, Handler]] | None = None,
     ):
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
         self.log_requests = log_requests
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
+        if not dataplane.extensions:
+            dataplane.extensions.extend(EXTENSIONS)
         # Fixed paths: path -> {method: handler}.
         self.static: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root},
@@ -105,10 +112,14 @@ class RestApp:
             "/v2": {"GET": self.v2_metadata},
             "/v2/health/live": {"GET": self.v2_live},
             "/v2/health/ready": {"GET": self.v2_ready},
+            "/v2/models/stats": {"GET": self.all_stats},
             "/v2/repository/index": {"POST": self.repository_index},
             "/metrics": {"GET": self.metrics},
             "/openapi.json": {"GET": self.openapi},
         }
+        # A runtime's own fixed paths (Model.routes): their handlers get the body and headers.
+        self.routes = {path: methods for path, methods in (routes or {}).items()
+                       if path not in self.static}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -141,8 +152,17 @@ class RestApp:
         # Only inference calls are counted per model; a 404's name is the client's, not ours.
         model = scope.get("model")
         if model is not None:
-            label = model if status != 404 else ""
-            metrics.record_request(label, scope["path"][1:3], status, seconds)
+            if status == 200:
+                metrics.record_request(model, scope["path"][1:3], status, seconds)
+                stats.record_success(model, int(seconds * 1e9), scope.get("input_ns", -1),
+                                     scope.get("output_ns", -1))
+            else:
+                # A label only for a model's name: a failed request's name is the client's.
+                known = model in self.dataplane.repository.names()
+                metrics.record_request(model if known else "", scope["path"][1:3], status,
+                                       seconds)
+                if known:
+                    stats.record_failure(model, int(seconds * 1e9))
         if self.log_requests:
             access_log.info("%s %s %d %.2fms", scope["method"], scope["path"], status,
                             seconds * 1000, extra={"method": scope["method"],
@@ -155,15 +175,25 @@ class RestApp:
         methods = self.static.get(path)
         if methods is not None:
             return await _pick(methods, method)(receive)
+        methods = self.routes.get(path)
+        if methods is not None:
+            handler = _pick(methods, method)
+            body = await read_body(receive, self.max_request_bytes)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            return await handler(self.dataplane, body, headers)
         if match := _V2_MODEL.fullmatch(path):
             name, version, action = match.groups()
             if action == "infer":
                 _allow(method, "POST")
                 scope["model"] = name
-                return await self.v2_infer(receive, name, version)
+                return await self.v2_infer(scope, receive, name, version)
             _allow(method, "GET")
             if action == "ready":
                 return self.v2_model_ready(name, version)
+            if action == "config":
+                return _ok(model_config(self.dataplane, name, version))
+            if action == "stats":
+                return _ok(stats.statistics(self.dataplane, name, version))
             return _ok(self.dataplane.model_metadata(name, version))
         if match := _REPOSITORY_MODEL.fullmatch(path):
             _allow(method, "POST")
@@ -211,14 +241,40 @@ class RestApp:
             raise Unavailable(f"model '{name}' is not ready")
         return _ok({"name": name, "ready": True})
 
-    async def v2_infer(self, receive, name: str, version: str | None) -> tuple[int, bytes]:
+    async def v2_infer(self, scope, receive, name: str, version: str | None) -> Reply:
         body = await read_body(receive, self.max_request_bytes)
-        request = v2json.decode_request(parse_json(body))
+        started = time.perf_counter()
+        header_length = encoding = None
+        for key, value in scope["headers"]:
+            if key == binary.HEADER_LENGTH:
+                header_length = value
+            elif key == binary.CONTENT_ENCODING:
+                encoding = value
+        if encoding is not None:
+            body = binary.decompress(body, encoding, self.max_request_bytes)
+        if header_length is None:
+            request = v2json.decode_request(parse_json(body))
+        else:
+            request = binary.decode_request(body, header_length)
+        raw_outputs = binary.binary_outputs(request)
+        decoded = time.perf_counter()
         response = await self.dataplane.infer(name, request, version)
-        return 200, v2json.encode_response(response)
+        answered = time.perf_counter()
+        if raw_outputs is None:
+            reply: Reply = 200, v2json.encode_response(response)
+        else:
+            payload, json_size = binary.encode_response(response, raw_outputs)
+            reply = 200, payload, [(b"content-type", binary.OCTET_STREAM),
+                                   (binary.HEADER_LENGTH, b"%d" % json_size)]
+        scope["input_ns"] = int((decoded - started) * 1e9)
+        scope["output_ns"] = int((time.perf_counter() - answered) * 1e9)
+        return reply
 
     async def openapi(self, receive) -> Reply:
         return 200, openapi_document()
+
+    async def all_stats(self, receive) -> Reply:
+        return _ok(stats.statistics(self.dataplane))
 
     async def metrics(self, receive) -> Reply:
         body, content_type = metrics.exposition()
@@ -245,8 +301,12 @@ class RestApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self.on_startup:
-                    await self.on_startup()
+                try:
+                    if self.on_startup:
+                        await self.on_startup()
+                except Exception as exc:  # uvicorn logs the message and exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.on_shutdown:

@@ -146,10 +146,27 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
                 loaded.value += 1
 
     async def on_startup() -> None:
+        if args.enable_grpc:  # in this process's event loop, beside uvicorn
+            from . import grpc_server
+
+            try:
+                state["grpc"] = await grpc_server.start(
+                    dataplane, args.host, args.grpc_port,
+                    max_message_bytes=args.grpc_max_message_bytes,
+                    reuse_port=args.workers > 1, log_requests=args.access_log)
+            except Exception:
+                state["exit_code"] = 1
+                raise
+            log.info("gRPC on %s (pid %d)", state["grpc"].address, os.getpid())
         state["loader"] = asyncio.get_running_loop().create_task(load_models())
 
-    app = RestApp(dataplane, on_startup=on_startup, max_request_bytes=args.max_request_bytes,
-                  log_requests=args.access_log)
+    async def on_shutdown() -> None:
+        if "grpc" in state:
+            await state["grpc"].stop(args.graceful_shutdown_seconds)
+
+    app = RestApp(dataplane, on_startup=on_startup, on_shutdown=on_shutdown,
+                  max_request_bytes=args.max_request_bytes, log_requests=args.access_log,
+                  routes=runtime_routes(serving))
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -171,6 +188,20 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
     _run_uvloop(server.serve(sockets=[sock]))
     return state["exit_code"]
+
+
+def runtime_routes(serving: Serving) -> dict[str, dict]:
+    """The extra REST routes (Model.routes) of the model classes this worker serves; where two
+    classes claim the same path and method, the first served model's class wins."""
+    classes = [type(model) for model in serving.models]
+    if serving.default_class is not None:
+        classes.append(serving.default_class)
+    routes: dict[str, dict] = {}
+    for cls in dict.fromkeys(classes):
+        for path, methods in getattr(cls, "routes", {}).items():
+            for method, handler in methods.items():
+                routes.setdefault(path, {}).setdefault(method, handler)
+    return routes
 
 
 class DrainingServer(uvicorn.Server):

@@ -51,7 +51,11 @@ def decode_request(body: Any) -> InferRequest:
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("'inputs' must be a non-empty list")
-    tensors = [decode_input(item) for item in inputs]
+    return request_of(body, [decode_input(item) for item in inputs])
+
+
+def request_of(body: dict, tensors: list[Tensor]) -> InferRequest:
+    """The request a JSON body describes, given its inputs already decoded."""
     if len({t.name for t in tensors}) != len(tensors):
         raise InvalidInput("input names must be unique")
     request_id = body.get("id")

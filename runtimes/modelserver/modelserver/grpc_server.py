@@ -1,0 +1,315 @@
+"""gRPC transport: the Open Inference Protocol's `inference.GRPCInferenceService`, with Triton's
+model configuration, statistics and repository rpcs, plus gRPC health checking and server
+reflection.
+
+It runs on grpc.aio in the worker's own event loop, beside uvicorn, and calls the same data
+plane as REST, so both transports share models, batching, limits and errors. Each worker
+process starts its own server after it is spawned; several workers share the port with
+SO_REUSEPORT, as they share the HTTP port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from . import metrics, stats, v2grpc
+from .dataplane import DataPlane
+from .errors import ModelNotReady, ServingError
+from .modelconfig import model_config
+from .proto import grpc_service_pb2 as pb
+from .proto.grpc_service_pb2_grpc import (
+    GRPCInferenceServiceServicer,
+    add_GRPCInferenceServiceServicer_to_server,
+)
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("modelserver.access")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_POLL_SECONDS = 0.5
+
+# The REST status of an error, as a gRPC status code.
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    500: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code(status: int) -> grpc.StatusCode:
+    return STATUS_CODES.get(status, grpc.StatusCode.INTERNAL)
+
+
+def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Errors become status codes with REST's messages; every call gets an access-log line."""
+    name = method.__name__
+
+    @wraps(method)
+    async def handler(self: InferenceServicer, request, context):
+        started = time.perf_counter()
+        status = 200
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            status = exc.status
+            await context.abort(status_code(exc.status), exc.message)
+        except Exception:
+            status = 500
+            log.exception("unhandled error in %s", name)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        finally:
+            if self.log_requests:
+                self.access(name, None, status, time.perf_counter() - started)
+
+    return handler
+
+
+class InferenceServicer(GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, log_requests: bool = True):
+        self.dataplane = dataplane
+        self.log_requests = log_requests
+
+    # -- health and metadata --------------------------------------------------------------------
+    @_rpc
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    @_rpc
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    @_rpc
+    async def ModelReady(self, request, context):
+        try:
+            ready = self.dataplane.model_ready(request.name, request.version or None)
+        except ModelNotReady:  # known, but unloaded or failed: not ready rather than an error
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
+
+    @_rpc
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
+
+    @_rpc
+    async def ModelMetadata(self, request, context):
+        metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        return v2grpc.metadata_response(metadata)
+
+    @_rpc
+    async def ModelConfig(self, request, context):
+        config = model_config(self.dataplane, request.name, request.version or None)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
+
+    @_rpc
+    async def ModelStatistics(self, request, context):
+        found = stats.statistics(self.dataplane, request.name or None, request.version or None)
+        return json_format.ParseDict(found, pb.ModelStatisticsResponse(),
+                                     ignore_unknown_fields=True)
+
+    # -- model repository -----------------------------------------------------------------------
+    @_rpc
+    async def RepositoryIndex(self, request, context):
+        entries = self.dataplane.repository_index(ready_only=request.ready)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
+
+    @_rpc
+    async def RepositoryModelLoad(self, request, context):
+        parameters = _repository_parameters(request.parameters)
+        await self.dataplane.load_model(request.model_name, parameters)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(self, request, context):
+        await self.dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- inference ------------------------------------------------------------------------------
+    async def ModelInfer(self, request: pb.ModelInferRequest, context):
+        started = time.perf_counter()
+        name = request.model_name
+        metrics.INFLIGHT.inc()
+        try:
+            infer_request = v2grpc.decode_request(request)
+            decoded = time.perf_counter()
+            response = await self.dataplane.infer(name, infer_request,
+                                                  request.model_version or None)
+            answered = time.perf_counter()
+            reply = v2grpc.encode_response(response)
+        except ServingError as exc:
+            self.failed(name, exc.status, started)
+            await context.abort(status_code(exc.status), exc.message)
+        except Exception:
+            log.exception("unhandled error in ModelInfer")
+            self.failed(name, 500, started)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        finally:
+            metrics.INFLIGHT.dec()
+        done = time.perf_counter()
+        seconds = done - started
+        metrics.record_request(name, "grpc", 200, seconds)
+        stats.record_success(name, int(seconds * 1e9), int((decoded - started) * 1e9),
+                             int((done - answered) * 1e9))
+        if self.log_requests:
+            self.access("ModelInfer", name, 200, seconds)
+        return reply
+
+    def failed(self, name: str, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        # A name is a metrics label only if it is a model's: clients choose what they send.
+        known = name in self.dataplane.repository.names()
+        metrics.record_request(name if known else "", "grpc", status, seconds)
+        if known:
+            stats.record_failure(name, int(seconds * 1e9))
+        if self.log_requests:
+            self.access("ModelInfer", name, status, seconds)
+
+    @staticmethod
+    def access(method: str, model: str | None, status: int, seconds: float) -> None:
+        path = f"/{SERVICE}/{method}"
+        access_log.info("%s %s %d %.2fms", "GRPC", path, status, seconds * 1000,
+                        extra={"method": "GRPC", "path": path, "model": model,
+                               "status": status, "duration_ms": round(seconds * 1000, 3)})
+
+
+def _repository_parameters(parameters) -> dict[str, Any] | None:
+    if not parameters:
+        return None
+    return {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for key, value in parameters.items()}
+
+
+class HealthServicer(health_aio.HealthServicer):
+    """gRPC health checking: the server (service "") and the inference service are SERVING
+    exactly when the data plane is ready; Check asks it, Watch hears of changes within
+    HEALTH_POLL_SECONDS."""
+
+    SERVICES = ("", SERVICE)
+
+    def __init__(self, dataplane: DataPlane):
+        super().__init__()
+        self.dataplane = dataplane
+        self._poller: asyncio.Task | None = None
+        for service in self.SERVICES:
+            self._server_status[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    def status(self) -> int:
+        if self.dataplane.ready():
+            return health_pb2.HealthCheckResponse.SERVING
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(self, request, context):
+        if request.service in self.SERVICES:
+            return health_pb2.HealthCheckResponse(status=self.status())
+        return await super().Check(request, context)
+
+    def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        current = None
+        while True:
+            status = self.status()
+            if status != current:
+                for service in self.SERVICES:
+                    await self.set(service, status)
+                current = status
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.enter_graceful_shutdown()
+
+
+class _ReflectionPool:
+    """Reflection over this server's descriptors (kept in a pool of their own, so that clients
+    declaring the same `inference.*` messages can share a process with this package) and the
+    default pool's, where the health and reflection services live."""
+
+    def __init__(self) -> None:
+        from google.protobuf import descriptor_pool
+
+        self.pools = (pb.DESCRIPTOR.pool, descriptor_pool.Default())
+
+    def _first(self, method: str, *args):
+        for pool in self.pools:
+            try:
+                return getattr(pool, method)(*args)
+            except KeyError:
+                continue
+        raise KeyError(args[0])
+
+    def FindFileByName(self, name):
+        return self._first("FindFileByName", name)
+
+    def FindFileContainingSymbol(self, symbol):
+        return self._first("FindFileContainingSymbol", symbol)
+
+    def FindMessageTypeByName(self, name):
+        return self._first("FindMessageTypeByName", name)
+
+    def FindExtensionByNumber(self, message, number):
+        return message.file.pool.FindExtensionByNumber(message, number)
+
+    def FindAllExtensions(self, message):
+        return message.file.pool.FindAllExtensions(message)
+
+
+class GrpcServer:
+    def __init__(self, server: aio.Server, health: HealthServicer, address: str):
+        self.server = server
+        self.health = health
+        self.address = address
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING at once, then in-flight calls get `grace` seconds to finish."""
+        await self.health.stop()
+        await self.server.stop(grace)
+
+
+def address_of(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes: int,
+                reuse_port: bool = False, log_requests: bool = True) -> GrpcServer:
+    """Serve gRPC on `host:port` in the running event loop."""
+    server = aio.server(options=[
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Without several workers, a port already taken is an error, not a silent share.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ])
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, log_requests), server)
+    health = HealthServicer(dataplane)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    services = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(services, server, pool=_ReflectionPool())
+    address = address_of(host, port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"gRPC cannot listen on {address}: {exc}") from None
+    if not bound:
+        raise OSError(f"gRPC cannot listen on {address}")
+    await server.start()
+    health.start()
+    return GrpcServer(server, health, address)
