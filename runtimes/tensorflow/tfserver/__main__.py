@@ -1,0 +1,46 @@
+import argparse
+import os
+import sys
+
+from modelserver import serve
+
+from .model import INTER_ENV, INTRA_ENV, TFModel
+
+# TensorFlow Serving's flags that have a meaning here, so a ServingRuntime written for
+# tensorflow/serving works unchanged. Its --port (gRPC) speaks TF Serving's own protocol, which
+# this server does not: like any unknown flag, it is logged and ignored.
+RENAMED = {"--model_base_path": "--model_dir", "--rest_api_port": "--http_port"}
+THREAD_FLAGS = {"tensorflow_intra_op_parallelism": INTRA_ENV,
+                "tensorflow_inter_op_parallelism": INTER_ENV}
+
+
+def translate(argv: list[str]) -> list[str]:
+    """TF Serving flags as this server's: renamed, or turned into TensorFlow's thread variables
+    (passed to every worker through the environment; 0 keeps the default)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in THREAD_FLAGS:
+        parser.add_argument(f"--{flag}", type=int, default=None)
+    known, rest = parser.parse_known_args(argv)
+    for flag, variable in THREAD_FLAGS.items():
+        value = getattr(known, flag)
+        if value:
+            os.environ[variable] = str(value)
+    out = []
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        out.append(RENAMED[name] + eq + value if name in RENAMED else arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
+    argv = translate(sys.argv[1:] if argv is None else argv)
+    serve(TFModel, argv, prog="tfserver",
+          description="Serve a TensorFlow SavedModel or Keras model over KServe v1 (TensorFlow "
+                      "Serving's REST formats) and Open Inference Protocol v2. TF Serving's "
+                      "--model_base_path, --rest_api_port and --tensorflow_intra_op_parallelism/"
+                      "--tensorflow_inter_op_parallelism are understood too.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""TensorFlow models for the tests, made in temporary folders (imports TensorFlow: slow, once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+class Signatures(tf.Module):
+    """One SavedModel with a signature for each thing TF Serving's formats can carry."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.w = tf.Variable(rng.normal(size=(4, 3)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def classify(self, x):
+        scores = tf.nn.softmax(tf.matmul(x, self.w))
+        return {"scores": scores, "label": tf.argmax(scores, axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def scores_only(self, x):
+        return {"scores": tf.nn.softmax(tf.matmul(x, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def text(self, text):
+        upper = tf.strings.upper(text)
+        return {"length": tf.strings.length(text), "upper": upper, "upper_bytes": upper}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="a"),
+                                  tf.TensorSpec([None], tf.int32, name="b")])
+    def pair(self, a, b):
+        total = tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32)
+        return {"total": total, "mean": tf.reduce_mean(total)}
+
+
+def save_signatures(folder: Path, seed: int) -> Path:
+    module = Signatures(seed)
+    tf.saved_model.save(module, str(folder), signatures={
+        "serving_default": module.classify, "scores_only": module.scores_only,
+        "text": module.text, "pair": module.pair})
+    return folder
+
+
+def keras_model(seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    features = keras.Input(shape=(4,), name="features")
+    tokens = keras.Input(shape=(3,), name="tokens", dtype="int32")
+    hidden = keras.layers.Dense(8, activation="relu")(features)
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2)(tokens))
+    joined = keras.layers.Concatenate()([hidden, embedded])
+    probs = keras.layers.Dense(3, activation="softmax", name="probs")(joined)
+    value = keras.layers.Dense(1, name="value")(joined)
+    return keras.Model([features, tokens], {"probs": probs, "value": value})
+
+
+def sequential_model(seed: int = 1):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2, name="out")])
+
+
+def future_saved_model(source: Path, folder: Path) -> Path:
+    """A copy of the SavedModel as a newer TensorFlow would have written it: its graph uses an
+    op this TensorFlow does not have."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    shutil.copytree(source, folder)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((folder / "saved_model.pb").read_bytes())
+    meta = saved.meta_graphs[0]
+    meta.meta_info_def.tensorflow_version = "9.9.9"
+    for function in meta.graph_def.library.function:
+        for node in function.node_def:
+            if node.op == "MatMul":
+                node.op = "MatMulFromTheFuture"
+    (folder / "saved_model.pb").write_bytes(saved.SerializeToString())
+    return folder
+
+
+def future_keras_file(source: Path, target: Path) -> Path:
+    """A .keras file saved by a newer Keras, with a layer this Keras does not know."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "metadata.json":
+                meta = json.loads(data)
+                meta["keras_version"] = "9.0.0"
+                data = json.dumps(meta).encode()
+            elif item.filename == "config.json":
+                data = data.replace(b'"Dense"', b'"DenseFromTheFuture"')
+            zout.writestr(item, data)
+    return target
