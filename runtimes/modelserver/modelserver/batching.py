@@ -20,6 +20,7 @@ from . import metrics, stats
 from .types import InferRequest, InferResponse, Tensor
 
 Execute = Callable[[InferRequest], Awaitable[InferResponse]]
+SETTLE_TURNS = 3
 
 
 @dataclass(slots=True)
@@ -75,8 +76,10 @@ class Batcher:
                 if self.delay and sum(p.rows for p in self.pending) < self.max_rows:
                     await asyncio.sleep(self.delay)
                 await self._run(self._take())
-                # Let requests that arrived during that call reach the queue before the next.
-                await asyncio.sleep(0)
+                # Requests that arrived while that call held the loop need a few loop turns to
+                # be read, parsed and queued: give them those, so they join the next batch.
+                for _ in range(SETTLE_TURNS):
+                    await asyncio.sleep(0)
         finally:
             self.drainer = None
 
