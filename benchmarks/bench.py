@@ -43,12 +43,12 @@ def wide_model(folder: Path) -> Path:
 
 
 def start_server(port: int, model_dir: Path, name: str, workers: int = 1,
-                 grpc_port: int | None = None) -> subprocess.Popen:
+                 grpc_port: int | None = None, flags: tuple[str, ...] = ()) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sklearnserver", "--model_name", name,
          "--model_dir", str(model_dir), "--http_port", str(port),
          "--grpc_port", str(grpc_port or free_port()),
-         "--host", "127.0.0.1", "--workers", str(workers)],
+         "--host", "127.0.0.1", "--workers", str(workers), *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -83,16 +83,21 @@ def scenarios(base: str, wide_base: str) -> list[tuple[str, str, bytes, int, dic
     return rows
 
 
-def grpc_scenarios() -> list[tuple[str, str, bytes, int]]:
-    """(name, method, serialized ModelInferRequest, concurrency) for grpcload: raw contents,
-    as tritonclient and perf_analyzer send them."""
+def grpc_scenarios(target: str, delayed_target: str) -> list[tuple[str, str, str, bytes, int]]:
+    """(name, target, method, serialized ModelInferRequest, concurrency) for grpcload: raw
+    contents, as tritonclient and perf_analyzer send them. gRPC takes in new calls one at a
+    time, so without a batch delay concurrent calls seldom meet in one batch; the last row
+    shows the same load with --max_batch_delay_ms 2."""
     from modelserver.proto import grpc_service_pb2 as pb
 
     request = pb.ModelInferRequest(model_name="iris")
     request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
     request.raw_input_contents.append(np.array([IRIS_ROW], dtype=np.float32).tobytes())
     method = "/inference.GRPCInferenceService/ModelInfer"
-    return [(f"v2 gRPC iris c={c}", method, request.SerializeToString(), c) for c in (1, 64)]
+    body = request.SerializeToString()
+    rows = [(f"v2 gRPC iris c={c}", target, method, body, c) for c in (1, 64)]
+    rows.append(("v2 gRPC iris c=64 delay 2ms", delayed_target, method, body, 64))
+    return rows
 
 
 def report(name: str, result: loadgen.Result) -> None:
@@ -104,23 +109,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
     args = parser.parse_args()
-    port, wide_port, grpc_port = free_port(), free_port(), free_port()
+    port, wide_port, grpc_port, delayed_grpc = free_port(), free_port(), free_port(), free_port()
     tmp = tempfile.TemporaryDirectory()
-    servers = [start_server(port, REPO / "examples" / "sklearn-iris", "iris",
-                            grpc_port=grpc_port),
-               start_server(wide_port, wide_model(Path(tmp.name)), "wide")]
+    iris = REPO / "examples" / "sklearn-iris"
+    servers = [start_server(port, iris, "iris", grpc_port=grpc_port),
+               start_server(wide_port, wide_model(Path(tmp.name)), "wide"),
+               start_server(free_port(), iris, "iris", grpc_port=delayed_grpc,
+                            flags=("--max_batch_delay_ms", "2"))]
     tool = "wrk" if shutil.which("wrk") else "python loadgen"
-    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} (gRPC: grpc.aio), "
-          f"{args.seconds:g}s per scenario\n")
+    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} (gRPC: a grpc.aio "
+          f"client), {args.seconds:g}s per scenario\n")
     print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     try:
         for name, url, body, concurrency, headers in scenarios(f"http://127.0.0.1:{port}",
                                                                f"http://127.0.0.1:{wide_port}"):
             result = loadgen.run(url, body, concurrency, args.seconds, headers=dict(headers))
             report(name, result)
-        for name, method, request, concurrency in grpc_scenarios():
-            report(name, grpcload.run(f"127.0.0.1:{grpc_port}", method, request, concurrency,
-                                      args.seconds))
+        for name, target, method, request, concurrency in grpc_scenarios(
+                f"127.0.0.1:{grpc_port}", f"127.0.0.1:{delayed_grpc}"):
+            report(name, grpcload.run(target, method, request, concurrency, args.seconds))
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)

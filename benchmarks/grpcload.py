@@ -73,7 +73,9 @@ async def _load(target: str, method: str, request: bytes, concurrency: int, seco
 
 def _result(requests: int, elapsed: float, errors: int, latencies: list[float]) -> Result:
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000 if latencies else 0
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000
 
     return Result(requests=requests, seconds=elapsed, errors=errors, p50_ms=pct(0.5),
                   p99_ms=pct(0.99))

@@ -297,3 +297,31 @@ def test_sigterm_lets_inflight_grpc_calls_finish(launch):
     thread.join(30)
     assert outcome.get("data") == [4.0], outcome
     assert server.wait_exit(30) == 0
+
+
+def test_a_health_watcher_sees_the_shutdown_and_does_not_hold_it_up(launch):
+    server = launch(MODELS, "--graceful_shutdown_seconds", "20")
+    seen = []
+
+    def watch():
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=60)
+            try:
+                for reply in stream:
+                    seen.append(reply.status)
+            except grpc.RpcError as exc:
+                seen.append(exc.code())
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    assert time.monotonic() - started < 10  # not the 20 s grace period
+    thread.join(10)
+    assert seen[0] == SERVING
+    assert NOT_SERVING in seen[1:]

@@ -113,8 +113,8 @@ def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     elif name == b"deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise UnsupportedEncoding(f"content encoding {encoding.decode('latin-1')!r} is not supported; "
-                          "use gzip or deflate")
+        raise UnsupportedEncoding(f"content encoding {encoding.decode('latin-1')!r} is not "
+                                  "supported; use gzip or deflate")
     inflater = zlib.decompressobj(wbits)
     try:
         data = inflater.decompress(body, limit + 1)

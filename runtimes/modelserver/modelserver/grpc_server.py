@@ -20,7 +20,6 @@ import grpc
 from google.protobuf import json_format
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from . import metrics, stats, v2grpc
@@ -195,47 +194,43 @@ def _repository_parameters(parameters) -> dict[str, Any] | None:
             for key, value in parameters.items()}
 
 
-class HealthServicer(health_aio.HealthServicer):
+class HealthServicer(health_pb2_grpc.HealthServicer):
     """gRPC health checking: the server (service "") and the inference service are SERVING
-    exactly when the data plane is ready; Check asks it, Watch hears of changes within
-    HEALTH_POLL_SECONDS."""
+    exactly when the data plane is ready (every model loaded, not draining). Check asks the
+    data plane; Watch looks again every HEALTH_POLL_SECONDS and sends changes, and ends when
+    the server stops, so a watcher never holds up a shutdown."""
 
     SERVICES = ("", SERVICE)
 
     def __init__(self, dataplane: DataPlane):
-        super().__init__()
         self.dataplane = dataplane
-        self._poller: asyncio.Task | None = None
-        for service in self.SERVICES:
-            self._server_status[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.stopping = asyncio.Event()
 
-    def status(self) -> int:
-        if self.dataplane.ready():
+    def status(self, service: str) -> int:
+        if service not in self.SERVICES:
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        if self.dataplane.ready() and not self.stopping.is_set():
             return health_pb2.HealthCheckResponse.SERVING
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request, context):
-        if request.service in self.SERVICES:
-            return health_pb2.HealthCheckResponse(status=self.status())
-        return await super().Check(request, context)
+        if request.service not in self.SERVICES:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=self.status(request.service))
 
-    def start(self) -> None:
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
-
-    async def _poll(self) -> None:
-        current = None
+    async def Watch(self, request, context):
+        sent = None
         while True:
-            status = self.status()
-            if status != current:
-                for service in self.SERVICES:
-                    await self.set(service, status)
-                current = status
-            await asyncio.sleep(HEALTH_POLL_SECONDS)
-
-    async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-        await self.enter_graceful_shutdown()
+            status = self.status(request.service)
+            if status != sent:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+            if self.stopping.is_set():
+                return
+            try:
+                await asyncio.wait_for(self.stopping.wait(), HEALTH_POLL_SECONDS)
+            except TimeoutError:
+                pass
 
 
 class _ReflectionPool:
@@ -280,7 +275,7 @@ class GrpcServer:
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING at once, then in-flight calls get `grace` seconds to finish."""
-        await self.health.stop()
+        self.health.stopping.set()
         await self.server.stop(grace)
 
 
@@ -311,5 +306,4 @@ async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes
     if not bound:
         raise OSError(f"gRPC cannot listen on {address}")
     await server.start()
-    health.start()
     return GrpcServer(server, health, address)
