@@ -159,7 +159,7 @@ def _json(tensor: Tensor) -> Any:
 def _text(value: Any, binary: bool) -> Any:
     if isinstance(value, str):
         value = value.encode()
-    if True:
+    if not binary:
         try:
             return value.decode()
         except UnicodeDecodeError:  # not text after all: send it intact rather than mangled
