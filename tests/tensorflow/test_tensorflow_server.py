@@ -83,6 +83,12 @@ def test_metadata_comes_from_the_serving_signature(server):
     assert requests.get(server.url + "/v2/models/tfm/versions/2").status_code == 404
 
 
+def test_tf_serving_flags_are_understood(server, saved_model):
+    # --model_base_path found the model (the test above); the thread flag reached TensorFlow.
+    assert f"loaded {saved_model / '10'} (savedmodel)" in server.output()
+    assert "1 intra-op and 2 inter-op thread(s)" in server.output()
+
+
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64"])
 def test_v2_matches_the_signature_called_directly(server, direct, datatype):
     rows = np.array(ROWS) if datatype != "INT64" else np.array(ROWS).round()

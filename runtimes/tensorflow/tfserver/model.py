@@ -97,8 +97,10 @@ class TFModel(Model):
             self._lock = threading.Lock()
         if "max_batch_size" not in vars(self):  # not set by a flag or settings.json
             self.max_batch_size = BATCH_ROWS if self.default.batched else 0
-        log.info("loaded %s (%s): signatures %s, serving '%s' by default", found.path,
-                 found.kind, ", ".join(self.signatures), self.default.name)
+        log.info("loaded %s (%s): signatures %s, serving '%s' by default; %d intra-op and %d "
+                 "inter-op thread(s)", found.path, found.kind, ", ".join(self.signatures),
+                 self.default.name, tf.config.threading.get_intra_op_parallelism_threads(),
+                 tf.config.threading.get_inter_op_parallelism_threads())
         return True
 
     def unload(self) -> None:
