@@ -30,11 +30,17 @@ def _jsonable(obj: Any) -> Any:
 
 
 def jsonable_array(array: np.ndarray) -> Any:
-    """orjson writes numeric arrays natively; strings and bytes go through Python lists."""
+    """orjson writes numeric arrays natively; strings and bytes go through Python lists, nested
+    as the array is (a v1 answer keeps its shape). A 0-d array is its one value."""
     if array.dtype.kind in "biuf" and array.dtype.isnative:
-        return np.ascontiguousarray(array)
+        return np.ascontiguousarray(array) if array.ndim else array.item()
     if array.dtype.kind == "S" or array.dtype == object:
-        return [_jsonable(x) if isinstance(x, (bytes, np.generic)) else x for x in array.ravel()]
+        flat = [_jsonable(x) if isinstance(x, (bytes, np.generic)) else x for x in array.ravel()]
+        if array.ndim == 1:
+            return flat
+        if array.ndim == 0:
+            return flat[0]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist()
     return array.tolist()
 
 
