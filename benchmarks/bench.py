@@ -117,8 +117,9 @@ def main() -> None:
                start_server(free_port(), iris, "iris", grpc_port=delayed_grpc,
                             flags=("--max_batch_delay_ms", "2"))]
     tool = "wrk" if shutil.which("wrk") else "python loadgen"
-    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} (gRPC: a grpc.aio "
-          f"client), {args.seconds:g}s per scenario\n")
+    grpc_tool = "h2load" if shutil.which("h2load") else "python grpcload"
+    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} and {grpc_tool}, "
+          f"{args.seconds:g}s per scenario\n")
     print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     try:
         for name, url, body, concurrency, headers in scenarios(f"http://127.0.0.1:{port}",
