@@ -27,7 +27,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.datatypes import TO_NUMPY
 
-from .conform import Spec, datatype_of, listing, match_inputs
+from modelserver.conform import Spec, datatype_of, listing, match_inputs
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, RequestedOutput, TensorSpec
 
 from . import tfserving
-from .conform import Spec, match_inputs
+from modelserver.conform import Spec, match_inputs
 
 log = logging.getLogger(__name__)
 

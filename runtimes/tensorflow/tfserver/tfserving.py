@@ -21,7 +21,7 @@ import numpy as np
 
 from modelserver import InvalidInput, Tensor
 
-from .conform import Spec, listing
+from modelserver.conform import Spec, listing
 
 ROW, COLUMNAR = "row", "columnar"
 # Which format the request being answered used. decode and encode run in the same request task
