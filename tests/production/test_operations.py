@@ -174,3 +174,5 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(launch):
     assert result["reply"].status_code == 200
     assert result["reply"].json()["outputs"][0]["data"] == [7.0]
     assert server.wait_exit(30) == 0
+    # Access lines are written in batches; the last ones must not be lost at exit.
+    assert "POST /v2/models/sleepy/infer 200" in server.output()

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from . import metrics, stats, v2grpc
 from .dataplane import DataPlane
 from .errors import ModelNotReady, ServingError
+from .logs import access_log
 from .modelconfig import model_config
 from .proto import grpc_service_pb2 as pb
 from .proto.grpc_service_pb2_grpc import (
@@ -33,9 +34,9 @@ from .proto.grpc_service_pb2_grpc import (
 )
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("modelserver.access")
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+INFER_PATH = f"/{SERVICE}/ModelInfer"
 HEALTH_POLL_SECONDS = 0.5
 
 # The REST status of an error, as a gRPC status code.
@@ -73,16 +74,14 @@ def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
             log.exception("unhandled error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
-            if self.log_requests:
-                self.access(name, None, status, time.perf_counter() - started)
+            access_log("GRPC", f"/{SERVICE}/{name}", None, status, time.perf_counter() - started)
 
     return handler
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, log_requests: bool = True):
+    def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
-        self.log_requests = log_requests
 
     # -- health and metadata --------------------------------------------------------------------
     @_rpc
@@ -165,8 +164,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         metrics.record_request(name, "grpc", 200, seconds)
         stats.record_success(name, int(seconds * 1e9), int((decoded - started) * 1e9),
                              int((done - answered) * 1e9))
-        if self.log_requests:
-            self.access("ModelInfer", name, 200, seconds)
+        access_log("GRPC", INFER_PATH, name, 200, seconds)
         return reply
 
     def failed(self, name: str, status: int, started: float) -> None:
@@ -176,15 +174,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         metrics.record_request(name if known else "", "grpc", status, seconds)
         if known:
             stats.record_failure(name, int(seconds * 1e9))
-        if self.log_requests:
-            self.access("ModelInfer", name, status, seconds)
-
-    @staticmethod
-    def access(method: str, model: str | None, status: int, seconds: float) -> None:
-        path = f"/{SERVICE}/{method}"
-        access_log.info("%s %s %d %.2fms", "GRPC", path, status, seconds * 1000,
-                        extra={"method": "GRPC", "path": path, "model": model,
-                               "status": status, "duration_ms": round(seconds * 1000, 3)})
+        access_log("GRPC", INFER_PATH, name, status, seconds)
 
 
 def _repository_parameters(parameters) -> dict[str, Any] | None:
@@ -284,7 +274,7 @@ def address_of(host: str, port: int) -> str:
 
 
 async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes: int,
-                reuse_port: bool = False, log_requests: bool = True) -> GrpcServer:
+                reuse_port: bool = False) -> GrpcServer:
     """Serve gRPC on `host:port` in the running event loop."""
     server = aio.server(options=[
         ("grpc.max_send_message_length", max_message_bytes),
@@ -292,7 +282,7 @@ async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes
         # Without several workers, a port already taken is an error, not a silent share.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
-    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, log_requests), server)
+    add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     health = HealthServicer(dataplane)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     services = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

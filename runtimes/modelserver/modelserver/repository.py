@@ -8,6 +8,7 @@ requests to other models; unloading waits for the model's in-flight requests to 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -90,6 +91,7 @@ class ModelRepository:
             self._loading.discard(model.name)
         if loaded is False:
             raise RuntimeError(f"model '{model.name}' reported that it failed to load")
+        settle_heap()
         model.ready = True
         self._count_loaded()
         log.info("model '%s' version %s is ready", model.name, model.version)
@@ -111,6 +113,8 @@ class ModelRepository:
         self.add(model)
         if old is not None and old is not model:
             await self._retire(old)
+            del old  # so that its reference cycles can be collected
+            settle_heap()
         return model
 
     async def unload(self, name: str) -> None:
@@ -120,10 +124,12 @@ class ModelRepository:
             raise ModelNotFound(name)
         self._unavailable[name] = Unavailable("unloaded", model.version)
         await self._retire(model)
+        del model  # so that its reference cycles can be collected
+        settle_heap()
         log.info("model '%s' unloaded", name)
 
     async def _retire(self, model: Model) -> None:
-        """Stop new requests reaching `model`, let in-flight ones finish, then free it."""
+        """Stop new requests reaching `model`, let in-flight ones finish, then unload it."""
         model.ready = False
         deadline = asyncio.get_running_loop().time() + UNLOAD_GRACE_SECONDS
         while model.inflight and asyncio.get_running_loop().time() < deadline:
@@ -181,6 +187,16 @@ class ModelRepository:
                 entries.append({"name": name, "version": version, "state": state,
                                 "reason": reason})
         return entries
+
+
+def settle_heap() -> None:
+    """Collect, then move every live object (runtime, framework, models) out of the cyclic
+    collector's reach. Otherwise each full collection walks all of them: about 65 ms with
+    scikit-learn loaded, several times a second under load, which was the whole p99 at c=64
+    (70 ms against a 4 ms p50). Unfreezing first lets an unloaded model's cycles be freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def read_settings(folder: Path) -> dict[str, Any]:

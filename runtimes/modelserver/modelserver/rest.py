@@ -18,6 +18,7 @@ import orjson
 
 from . import binary, stats, v2json
 from .dataplane import DataPlane
+from .logs import access_log
 from . import __version__, metrics
 from .modelconfig import model_config
 from .errors import (
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 Reply = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
 Handler = Callable[..., Awaitable[Reply]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
-access_log = logging.getLogger("modelserver.access")
 # What `GET /v2` lists, named as Triton names them.
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
@@ -95,12 +95,10 @@ class RestApp:
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         max_request_bytes: int = 256 * 1024 * 1024,
-        log_requests: bool = True,
         routes: dict[str, dict[str, Handler]] | None = None,
     ):
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
-        self.log_requests = log_requests
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
         if not dataplane.extensions:
@@ -163,12 +161,7 @@ class RestApp:
                                        seconds)
                 if known:
                     stats.record_failure(model, int(seconds * 1e9))
-        if self.log_requests:
-            access_log.info("%s %s %d %.2fms", scope["method"], scope["path"], status,
-                            seconds * 1000, extra={"method": scope["method"],
-                                                   "path": scope["path"], "model": model,
-                                                   "status": status,
-                                                   "duration_ms": round(seconds * 1000, 3)})
+        access_log(scope["method"], scope["path"], model, status, seconds)
 
     async def dispatch(self, scope, receive) -> tuple[int, bytes]:
         path, method = scope["path"], scope["method"]

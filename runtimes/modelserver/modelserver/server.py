@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from .args import build_parser, parse_args
-from .logs import configure_logging
+from .logs import access_log, configure_logging
 from .runtimes import can_any_load
 from .cpus import configure_threads
 from .dataplane import DataPlane, Limits
@@ -46,6 +46,7 @@ class ModelServer:
 
     def __init__(self, args):
         self.args = args
+        configure_logging(args.log_level, args.log_format, args.access_log)
 
     def start(self, models: list[Model] = (), root: Path | None = None,
               default_class: type[Model] | None = None) -> None:
@@ -153,7 +154,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
                 state["grpc"] = await grpc_server.start(
                     dataplane, args.host, args.grpc_port,
                     max_message_bytes=args.grpc_max_message_bytes,
-                    reuse_port=args.workers > 1, log_requests=args.access_log)
+                    reuse_port=args.workers > 1)
             except Exception:
                 state["exit_code"] = 1
                 raise
@@ -165,7 +166,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
             await state["grpc"].stop(args.graceful_shutdown_seconds)
 
     app = RestApp(dataplane, on_startup=on_startup, on_shutdown=on_shutdown,
-                  max_request_bytes=args.max_request_bytes, log_requests=args.access_log,
+                  max_request_bytes=args.max_request_bytes,
                   routes=runtime_routes(serving))
     config = uvicorn.Config(
         app,
@@ -187,6 +188,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
         signal.signal(signum, lambda *_: None)
     log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
     _run_uvloop(server.serve(sockets=[sock]))
+    access_log.flush()
     return state["exit_code"]
 
 
@@ -235,10 +237,9 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     parser = build_parser(prog, description)
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     args = parse_args(parser, argv)
-    configure_logging(args.log_level, args.log_format, args.access_log)
+    server = ModelServer(args)
     fetch_model(args.model_dir)
     root = Path(args.model_dir)
-    server = ModelServer(args)
     if model_class is None or args.multi_model or is_repository(root, model_class):
         server.start(root=root, default_class=model_class)
     else:
