@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests to one model merged along the first dimension.
 
-A batch is whatever queued while the previous one ran (plus up to `max_batch_delay` of waiting,
-when set), so a lone request is never held back. Only requests whose inputs agree in name,
+A batch is whatever queued while the previous one ran, and while the event loop stayed busy
+after it (plus up to `max_batch_delay` of waiting, when set), so a lone request is never held
+back. Only requests whose inputs agree in name,
 dtype and every dimension but the first are merged, and only if they carry no parameters. If a
 merged call fails, its requests run one by one, so a bad request fails alone."""
 
@@ -20,7 +21,15 @@ from . import metrics, stats
 from .types import InferRequest, InferResponse, Tensor
 
 Execute = Callable[[InferRequest], Awaitable[InferResponse]]
-SETTLE_TURNS = 3
+# After a call, the batcher keeps yielding to the event loop while the loop is busy (reading,
+# parsing, accepting gRPC calls), so requests already on their way join the next batch. grpc.aio
+# takes in one call per loop turn, so its calls arrive spread over many turns: settling took gRPC
+# iris at c=64 from 2,900 to 5,000-5,500 req/s here, and RandomForest at c=8 from 1,400 to 1,550.
+# Two quiet turns in a row (an idle turn takes 3-5 µs), a full batch or SETTLE_LIMIT end it; at
+# low load the loop is quiet at once.
+QUIET_TURN = 15e-6
+QUIET_TURNS = 2
+SETTLE_LIMIT = 0.002
 
 
 @dataclass(slots=True)
@@ -73,15 +82,25 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self.pending:
-                if self.delay and sum(p.rows for p in self.pending) < self.max_rows:
+                if self.delay and self._rows() < self.max_rows:
                     await asyncio.sleep(self.delay)
                 await self._run(self._take())
-                # Requests that arrived while that call held the loop need a few loop turns to
-                # be read, parsed and queued: give them those, so they join the next batch.
-                for _ in range(SETTLE_TURNS):
-                    await asyncio.sleep(0)
+                await self._settle()
         finally:
             self.drainer = None
+
+    async def _settle(self) -> None:
+        deadline = time.perf_counter() + SETTLE_LIMIT
+        quiet = 0
+        while quiet < QUIET_TURNS and self._rows() < self.max_rows:
+            turn = time.perf_counter()
+            if turn > deadline:
+                return
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if time.perf_counter() - turn < QUIET_TURN else 0
+
+    def _rows(self) -> int:
+        return sum(item.rows for item in self.pending)
 
     def _take(self) -> list[_Pending]:
         """The oldest request, and the later ones that can merge with it, up to max_rows."""
