@@ -1,9 +1,15 @@
-"""Loaded models are kept out of the cyclic garbage collector's full passes, and unloading one
-still frees it."""
+"""Memory management: loaded models are kept out of the cyclic collector's full passes (and
+unloading one still frees it); request-sized buffers are not mapped fresh from the kernel."""
 
 import asyncio
+import ctypes
 import gc
+import os
+import subprocess
+import sys
 import weakref
+
+import pytest
 
 from modelserver.model import Model
 from modelserver.repository import ModelRepository
@@ -40,3 +46,30 @@ def test_loaded_models_are_frozen_and_unloaded_ones_freed(tmp_path):
         assert asyncio.run(load_then_unload())() is None
     finally:
         gc.unfreeze()
+
+
+MMAPPED_BLOCKS = """
+import ctypes, sys
+from modelserver.heap import tune_malloc
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+tune_malloc()
+before = mallinfo2().hblks
+block = bytearray(1 << 20)  # a request-sized buffer
+print(mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.parametrize("env, mapped",
+                         [({}, "0"), ({"GLIBC_TUNABLES": "glibc.malloc.check=0"}, "1")])
+def test_request_sized_buffers_stay_on_the_heap_unless_the_environment_says(env, mapped):
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc 2.33 or later")
+    out = subprocess.run([sys.executable, "-c", MMAPPED_BLOCKS], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == mapped

@@ -8,7 +8,6 @@ requests to other models; unloading waits for the model's in-flight requests to 
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import re
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import metrics
 from .errors import InvalidInput, ModelNotFound, ModelNotReady
+from .heap import settle_heap
 from .model import Model
 from .runtimes import model_class_for
 
@@ -187,16 +187,6 @@ class ModelRepository:
                 entries.append({"name": name, "version": version, "state": state,
                                 "reason": reason})
         return entries
-
-
-def settle_heap() -> None:
-    """Collect, then move every live object (runtime, framework, models) out of the cyclic
-    collector's reach. Otherwise each full collection walks all of them: about 65 ms with
-    scikit-learn loaded, several times a second under load, which was the whole p99 at c=64
-    (70 ms against a 4 ms p50). Unfreezing first lets an unloaded model's cycles be freed."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 def read_settings(folder: Path) -> dict[str, Any]:

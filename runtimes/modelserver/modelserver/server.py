@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from .args import build_parser, parse_args
+from .heap import tune_malloc
 from .logs import access_log, configure_logging
 from .runtimes import can_any_load
 from .cpus import configure_threads
@@ -113,6 +114,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     """One server process: load the models in the background while already answering probes.
 
     `loaded` counts the workers that have loaded everything, when there are several."""
+    tune_malloc()
     repository = ModelRepository(serving.models, serving.root, serving.default_class,
                                  flag_settings(args))
     peers_ready = None if loaded is None else (lambda: loaded.value >= args.workers)

@@ -12,7 +12,6 @@ example inputs (falling back to `module()` if they differ)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -226,7 +225,6 @@ class TorchModel(Model):
     def unload(self) -> None:
         super().unload()
         self._call = None
-        gc.collect()
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:

@@ -8,7 +8,6 @@ exactly as TensorFlow Serving would serve `model.export()`'s output."""
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -106,7 +105,6 @@ class TFModel(Model):
     def unload(self) -> None:
         super().unload()
         self.signatures, self.default, self._loaded = {}, None, None
-        gc.collect()
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:

@@ -1,0 +1,41 @@
+"""How a serving process manages its memory: malloc's thresholds, and the collector's reach."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 1024 * 1024
+TRIM_THRESHOLD = 64 * 1024 * 1024
+
+
+def tune_malloc() -> None:
+    """Keep request-sized buffers (a 400 KB tensor, its copies, the reply) on glibc's heap.
+
+    By default glibc maps every block over 128 KB fresh from the kernel and unmaps it on free,
+    so each large request pays page faults for all its buffers: binary 1000x100 FP32 requests
+    ran at 1,000-1,350 req/s from a fresh start, and 2,000 with these thresholds (glibc raises
+    its threshold by itself only after some block of that size was freed, which a binary-only
+    load may never do). Up to TRIM_THRESHOLD of freed memory stays with the process. Settings
+    given in the environment win; other C libraries are left alone."""
+    if any(key in os.environ for key in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_",
+                                         "MALLOC_TRIM_THRESHOLD_")):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def settle_heap() -> None:
+    """Collect, then move every live object (runtime, framework, models) out of the cyclic
+    collector's reach. Otherwise each full collection walks all of them: about 65 ms with
+    scikit-learn loaded, several times a second under load, which was the whole p99 at c=64
+    (70 ms against a 4 ms p50). Unfreezing first lets an unloaded model's cycles be freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
