@@ -105,7 +105,7 @@ class DataPlane:
     async def predict_v1(self, name: str, body: Any) -> dict:
         model = self.repository.ready_model(name)
         response = await self._run(model, model.decode_v1(body))
-        return model.encode_v1(response)
+        return model.encode_v1(response, body)
 
     async def _run(self, model: Model, request: InferRequest) -> InferResponse:
         limits = self.limits

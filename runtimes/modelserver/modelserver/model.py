@@ -104,7 +104,9 @@ class Model:
         outputs = None if self.v1_outputs is None else [RequestedOutput(n) for n in self.v1_outputs]
         return InferRequest(inputs=inputs, outputs=outputs, parameters=body.get("parameters"))
 
-    def encode_v1(self, response: InferResponse) -> dict:
+    def encode_v1(self, response: InferResponse, body: Any) -> dict:
+        """The v1 answer; `body` is the request decode_v1 got, for dialects whose answer takes
+        the request's form."""
         outputs = response.outputs
         if len(outputs) == 1:
             return {"predictions": outputs[0].data}

@@ -148,15 +148,14 @@ class TFModel(Model):
             raise InvalidInput("a request must be a JSON object with 'instances' or 'inputs'")
         signature = self.signature(body.get("signature_name"))
         what = f"signature '{signature.name}' of model '{self.name}'"
-        inputs, fmt = tfserving.decode(body, signature.inputs, what)
-        tfserving.request_format.set(fmt)
+        inputs = tfserving.decode(body, signature.inputs, what)
         # Only another signature needs saying: requests with parameters are never batched.
         params = None if signature is self.default else {"signature_name": signature.name}
         outputs = None if self.v1_outputs is None else [RequestedOutput(n) for n in self.v1_outputs]
         return InferRequest(inputs=inputs, outputs=outputs, parameters=params)
 
-    def encode_v1(self, response) -> dict:
-        return tfserving.encode(response.outputs, tfserving.request_format.get())
+    def encode_v1(self, response, body: Any) -> dict:
+        return tfserving.encode(response.outputs, columnar="instances" not in body)
 
 
 # -- finding the model --------------------------------------------------------------------------

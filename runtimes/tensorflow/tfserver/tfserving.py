@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -23,25 +22,19 @@ from modelserver import InvalidInput, Tensor
 
 from modelserver.conform import Spec, listing
 
-ROW, COLUMNAR = "row", "columnar"
-# Which format the request being answered used. decode and encode run in the same request task
-# (the data plane's predict_v1), so the answer goes out in the format the request came in.
-request_format: ContextVar[str] = ContextVar("tfserving_format", default=ROW)
-
-
 def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def decode(body: dict, inputs: list[Spec], what: str) -> tuple[list[Tensor], str]:
-    """The request's tensors and its format; `what` names the signature in messages."""
+def decode(body: dict, inputs: list[Spec], what: str) -> list[Tensor]:
+    """The request's tensors; `what` names the signature in messages."""
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:
         raise InvalidInput("a request needs exactly one of 'instances' (row format) or 'inputs' "
                            "(columnar format)")
     if has_rows:
-        return _decode_rows(body["instances"], inputs, what), ROW
-    return _decode_columns(body["inputs"], inputs, what), COLUMNAR
+        return _decode_rows(body["instances"], inputs, what)
+    return _decode_columns(body["inputs"], inputs, what)
 
 
 def _decode_rows(instances: Any, specs: list[Spec], what: str) -> list[Tensor]:
@@ -124,8 +117,9 @@ def _bytes_of(value: Any, where: str) -> bytes:
 
 
 # -- responses ----------------------------------------------------------------------------------
-def encode(outputs: list[Tensor], fmt: str) -> dict:
-    if fmt == COLUMNAR:
+def encode(outputs: list[Tensor], columnar: bool) -> dict:
+    """The answer in the request's format: columnar to 'inputs', row to 'instances'."""
+    if columnar:
         if len(outputs) == 1:
             return {"outputs": _json(outputs[0])}
         return {"outputs": {t.name: _json(t) for t in outputs}}
