@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import select
 import sys
 import time
 
@@ -27,6 +28,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)  # POSIX's least
 
 
 class AccessLog:
@@ -87,10 +91,29 @@ class AccessLog:
         return self._stamp_text
 
     def flush(self) -> None:
-        if self._pending:
-            lines, self._pending = self._pending, []
-            sys.stderr.write("\n".join(lines) + "\n")
-            sys.stderr.flush()
+        """Write the pending lines in writes of whole lines, each at most PIPE_BUF bytes: a pipe
+        (a container's stderr) keeps such a write in one piece, so the lines of several workers
+        never interleave mid-line."""
+        lines, self._pending = self._pending, []
+        chunk: list[str] = []
+        size = 0
+        try:
+            for line in lines:
+                length = (len(line) if line.isascii() else len(line.encode())) + 1
+                if chunk and size + length > PIPE_BUF:
+                    self._write("".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(line + "\n")
+                size += length
+            if chunk:
+                self._write("".join(chunk))
+        except (OSError, ValueError):  # stderr closed or gone: the lines cannot go anywhere
+            pass
+
+    @staticmethod
+    def _write(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 access_log = AccessLog()
