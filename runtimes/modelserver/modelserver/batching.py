@@ -2,9 +2,9 @@
 
 A batch is whatever queued while the previous one ran, and while the event loop stayed busy
 after it (plus up to `max_batch_delay` of waiting, when set), so a lone request is never held
-back. Only requests whose inputs agree in name,
-dtype and every dimension but the first are merged, and only if they carry no parameters. If a
-merged call fails, its requests run one by one, so a bad request fails alone."""
+back. Only requests whose inputs agree in name, dtype and every dimension but the first are
+merged, and only if they carry no parameters. If a merged call fails, its requests run one by
+one, so a bad request fails alone."""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ import time
 import orjson
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _utc_time(created: float) -> str:
     return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
             + f".{int(created % 1 * 1000):03d}Z")
@@ -38,7 +40,7 @@ class AccessLog:
 
     Through `logging`, a line cost about 40 µs in a busy server, a third of an iris request
     (record objects, caller lookup, locks, a write each). Here a line is one format and a list
-    append, and the lines of an event-loop pass go out in one write, FLUSH_SECONDS later at most."""
+    append, and lines go out together at most FLUSH_SECONDS after they were made, and at exit."""
 
     FLUSH_SECONDS = 0.05
     NAME = "modelserver.access"
