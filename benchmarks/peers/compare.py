@@ -436,8 +436,9 @@ def main() -> None:
 
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start, "
           f"{args.seconds:g}s per scenario, {args.rounds} round(s), HTTP load from "
-          f"{'wrk' if shutil.which('wrk') else 'python loadgen'}, gRPC from grpc.aio "
-          f"({args.grpc_processes} process). One server at a time.\n", flush=True)
+          f"{'wrk' if shutil.which('wrk') else 'python loadgen'}, gRPC from "
+          f"{'h2load' if shutil.which('h2load') else f'grpc.aio ({args.grpc_processes} process)'}"
+          ". One server at a time.\n", flush=True)
     runs: dict[str, list[list[Cell]]] = {}
     try:
         for round_ in range(1, args.rounds + 1):
