@@ -7,8 +7,8 @@ import gc
 import os
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 * 1024 * 1024
-TRIM_THRESHOLD = 64 * 1024 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024  # a 1000x100 FP32 tensor as JSON is 2 MB
+TRIM_THRESHOLD = 16 * 1024 * 1024
 
 
 def tune_malloc() -> None:
@@ -18,8 +18,9 @@ def tune_malloc() -> None:
     so each large request pays page faults for all its buffers: binary 1000x100 FP32 requests
     ran at 1,000-1,350 req/s from a fresh start, and 2,000 with these thresholds (glibc raises
     its threshold by itself only after some block of that size was freed, which a binary-only
-    load may never do). Up to TRIM_THRESHOLD of freed memory stays with the process. Settings
-    given in the environment win; other C libraries are left alone."""
+    load may never do). Blocks over MMAP_THRESHOLD are still mapped, and at most TRIM_THRESHOLD
+    of freed memory stays with each heap. Settings given in the environment win; other C
+    libraries are left alone."""
     if any(key in os.environ for key in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_",
                                          "MALLOC_TRIM_THRESHOLD_")):
         return
