@@ -14,7 +14,7 @@ from sklearn.datasets import load_iris
 
 from xgbserver import XGBoostModel
 from xgbserver.fastpredict import DensePredictor
-from xgbserver.model import clean_message, find_model_file, thread_count
+from xgbserver.model import clean_message, find_booster, thread_count
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "xgboost-iris"
 
@@ -86,23 +86,23 @@ def test_model_falls_back_to_inplace_predict(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out, model.booster.inplace_predict(rows))
 
 
-def test_find_model_file_picks_the_booster_among_other_json(tmp_path):
+def test_find_booster_picks_the_booster_among_other_json(tmp_path):
     shutil.copy(EXAMPLE / "model.json", tmp_path / "model.json")
     (tmp_path / "feature_names.json").write_text(json.dumps(["a", "b"]))
     (tmp_path / "settings.json").write_text("{}")
-    assert find_model_file(tmp_path) == tmp_path / "model.json"
+    assert find_booster(tmp_path) == tmp_path / "model.json"
     shutil.copy(EXAMPLE / "model.json", tmp_path / "other.json")
     with pytest.raises(ValueError, match="several model files in .*: model.json, other.json"):
-        find_model_file(tmp_path)
+        find_booster(tmp_path)
 
 
-def test_find_model_file_errors_name_the_folder(tmp_path):
+def test_find_booster_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        find_model_file(tmp_path / "nope")
+        find_booster(tmp_path / "nope")
     (tmp_path / "weights.txt").write_text("")
     with pytest.raises(FileNotFoundError, match=f"no XGBoost model in {tmp_path}: .*found "
                                                 "weights.txt"):
-        find_model_file(tmp_path)
+        find_booster(tmp_path)
 
 
 def test_can_load_tells_xgboost_folders_from_others(tmp_path):

@@ -20,7 +20,6 @@ import math
 import struct
 import zlib
 from collections.abc import Container
-from typing import Any
 
 import numpy as np
 import orjson
@@ -211,13 +210,7 @@ class _AllBut(frozenset):
 def encode_response(response: InferResponse, wanted: Container[str]) -> tuple[bytes, int]:
     """The JSON header (with `binary_data_size` on the raw outputs) and the raw data after it,
     and the JSON header's length."""
-    body: dict[str, Any] = {"model_name": response.model_name}
-    if response.model_version is not None:
-        body["model_version"] = response.model_version
-    if response.id is not None:
-        body["id"] = response.id
-    if response.parameters:
-        body["parameters"] = response.parameters
+    body = v2json.response_head(response)
     outputs = []
     chunks = []
     for tensor in response.outputs:

@@ -151,6 +151,13 @@ def _bytes_array(data: Any, name: str) -> np.ndarray:
 
 
 def encode_response(response: InferResponse) -> bytes:
+    body = response_head(response)
+    body["outputs"] = [encode_output(t) for t in response.outputs]
+    return dumps(body)
+
+
+def response_head(response: InferResponse) -> dict[str, Any]:
+    """A response's fields besides its outputs, as JSON carries them."""
     body: dict[str, Any] = {"model_name": response.model_name}
     if response.model_version is not None:
         body["model_version"] = response.model_version
@@ -158,8 +165,7 @@ def encode_response(response: InferResponse) -> bytes:
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = response.parameters
-    body["outputs"] = [encode_output(t) for t in response.outputs]
-    return dumps(body)
+    return body
 
 
 def encode_output(tensor: Tensor) -> dict:

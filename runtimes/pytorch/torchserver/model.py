@@ -25,6 +25,7 @@ import numpy as np
 
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.datatypes import TO_NUMPY
+from modelserver.modelfiles import find_model_file
 
 from modelserver.conform import Spec, datatype_of, listing, match_inputs
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 EXPORT_EXTENSIONS = (".pt2",)
 SCRIPT_EXTENSIONS = (".pt", ".pth")
 MODEL_EXTENSIONS = EXPORT_EXTENSIONS + SCRIPT_EXTENSIONS
+MAR_HINT = (" (TorchServe .mar archives are not served: save the model with torch.export.save "
+            "to model.pt2, or as TorchScript to model.pt)")
 SIGNATURE_FILES = ("signature.json", "signature.yaml", "signature.yml")
 # Rows a merged call may hold when every declared input and output leads with a dynamic
 # dimension (set by --max_batch_size or settings.json otherwise).
@@ -82,7 +85,11 @@ class TorchModel(Model):
 
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> bool:
-        path = find_model_file(self.model_dir)  # before importing torch: a missing file fails fast
+        # Before importing torch: a missing file fails fast.
+        hint = MAR_HINT if any(Path(self.model_dir).rglob("*.mar")) else ""
+        path = find_model_file(self.model_dir, MODEL_EXTENSIONS, "PyTorch", hint=hint,
+                               expected="one torch.export archive (.pt2) or TorchScript file "
+                                        "(.pt, .pth)")
         signature = read_signature_file(Path(self.model_dir))
         torch = import_torch()
         self._torch = torch
@@ -312,27 +319,6 @@ class TorchModel(Model):
 
 
 # -- finding the model --------------------------------------------------------------------------
-def find_model_file(model_dir: str | os.PathLike) -> Path:
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model directory {folder} does not exist")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_EXTENSIONS)
-    if not found:
-        present = ", ".join(sorted(p.name + ("/" if p.is_dir() else "")
-                                   for p in folder.iterdir())) or "nothing"
-        hint = ""
-        if any(folder.rglob("*.mar")):
-            hint = (" (TorchServe .mar archives are not served: save the model with "
-                    "torch.export.save to model.pt2, or as TorchScript to model.pt)")
-        raise FileNotFoundError(
-            f"no PyTorch model in {folder}: expected one torch.export archive (.pt2) or "
-            f"TorchScript file (.pt, .pth); found {present}{hint}")
-    if len(found) > 1:
-        raise ValueError(f"several model files in {folder}: "
-                         f"{', '.join(p.name for p in found)}; keep exactly one")
-    return found[0]
-
-
 def read_signature_file(folder: Path) -> dict | None:
     """signature.json (or .yaml): {"inputs": [{"name", "datatype", "shape"}], "outputs": [...]},
     the format of v2 model metadata; datatype and shape are optional."""

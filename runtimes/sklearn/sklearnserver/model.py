@@ -13,6 +13,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.datatypes import from_numpy
+from modelserver.modelfiles import find_model_file
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class SKLearnModel(Model):
         return any(p.suffix in MODEL_EXTENSIONS and p.is_file() for p in folder.iterdir())
 
     def load(self) -> bool:
-        self.estimator = load_estimator(find_model_file(self.model_dir))
+        self.estimator = load_estimator(
+            find_model_file(self.model_dir, MODEL_EXTENSIONS, "scikit-learn"))
         names = getattr(self.estimator, "feature_names_in_", None)
         self.features = None if names is None else [str(n) for n in names]
         self.n_features = getattr(self.estimator, "n_features_in_", None)
@@ -135,24 +137,6 @@ def _as_text(array: np.ndarray) -> np.ndarray:
         return np.array([b.decode("utf-8", "replace") for b in array.reshape(-1)],
                         dtype=object).reshape(array.shape)
     return array
-
-
-def find_model_file(model_dir: str | os.PathLike) -> Path:
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model directory {folder} does not exist")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_EXTENSIONS)
-    if not found:
-        present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise FileNotFoundError(
-            f"no scikit-learn model in {folder}: expected one file ending in "
-            f"{', '.join(MODEL_EXTENSIONS)}; found {present}"
-        )
-    if len(found) > 1:
-        raise ValueError(
-            f"several model files in {folder}: {', '.join(p.name for p in found)}; keep exactly one"
-        )
-    return found[0]
 
 
 def load_estimator(path: Path) -> Any:

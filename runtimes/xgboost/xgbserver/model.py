@@ -17,6 +17,7 @@ import numpy as np
 
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
+from modelserver.modelfiles import find_model_file, model_files
 
 from .fastpredict import DensePredictor
 
@@ -67,11 +68,12 @@ class XGBoostModel(Model):
         folder = Path(folder)
         if not folder.is_dir() or (folder / "MLmodel").is_file():  # an MLflow model's own files
             return False
-        return any(looks_like_booster(p) for p in _candidates(folder))
+        candidates = model_files(folder, MODEL_EXTENSIONS, NOT_MODELS)
+        return any(looks_like_booster(p) for p in candidates)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def load(self) -> bool:
-        self.path = find_model_file(self.model_dir)
+        self.path = find_booster(self.model_dir)
         self.booster = load_booster(self.path)
         self.nthread = thread_count()
         self.booster.set_param({"nthread": self.nthread})
@@ -301,9 +303,11 @@ def thread_count() -> int:
     return worker_threads()
 
 
-def _candidates(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix in MODEL_EXTENSIONS and p.name not in NOT_MODELS)
+def find_booster(model_dir: str | os.PathLike) -> Path:
+    # Other JSON files may sit beside the model: the booster is the one.
+    return find_model_file(model_dir, MODEL_EXTENSIONS, "XGBoost", skip=NOT_MODELS,
+                           narrow=lambda found: [p for p in found if looks_like_booster(p)]
+                           or found)
 
 
 def looks_like_booster(path: Path) -> bool:
@@ -317,27 +321,6 @@ def looks_like_booster(path: Path) -> bool:
     except OSError:
         return False
     return head.startswith(b"{") and b"learner" in head
-
-
-def find_model_file(model_dir: str | os.PathLike) -> Path:
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model directory {folder} does not exist")
-    found = _candidates(folder)
-    if len(found) > 1:  # other JSON files may sit beside the model; the booster is the one
-        boosters = [p for p in found if looks_like_booster(p)]
-        if len(boosters) == 1:
-            return boosters[0]
-        found = boosters or found
-    if not found:
-        present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise FileNotFoundError(
-            f"no XGBoost model in {folder}: expected one file ending in "
-            f"{', '.join(MODEL_EXTENSIONS)}; found {present}")
-    if len(found) > 1:
-        raise ValueError(f"several model files in {folder}: "
-                         f"{', '.join(p.name for p in found)}; keep exactly one")
-    return found[0]
 
 
 def load_booster(path: Path):
