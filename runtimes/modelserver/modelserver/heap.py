@@ -32,11 +32,16 @@ def tune_malloc() -> None:
     mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
-def settle_heap() -> None:
-    """Collect, then move every live object (runtime, framework, models) out of the cyclic
-    collector's reach. Otherwise each full collection walks all of them: about 65 ms with
-    scikit-learn loaded, several times a second under load, which was the whole p99 at c=64
-    (70 ms against a 4 ms p50). Unfreezing first lets an unloaded model's cycles be freed."""
-    gc.unfreeze()
+def freeze_heap() -> None:
+    """After a load: collect, then move every live object (runtime, framework, models) out of
+    the cyclic collector's reach. Otherwise each full collection walks all of them: about 65 ms
+    with scikit-learn loaded, several times a second under load, which was the whole p99 at c=64
+    (70 ms against a 4 ms p50). Objects frozen by an earlier load are not walked again."""
     gc.collect()
     gc.freeze()
+
+
+def refreeze_heap() -> None:
+    """After an unload: thaw everything first, so that the unloaded model's cycles are freed."""
+    gc.unfreeze()
+    freeze_heap()

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import metrics
 from .errors import InvalidInput, ModelNotFound, ModelNotReady
-from .heap import settle_heap
+from .heap import freeze_heap, refreeze_heap
 from .model import Model
 from .runtimes import model_class_for
 
@@ -91,7 +91,7 @@ class ModelRepository:
             self._loading.discard(model.name)
         if loaded is False:
             raise RuntimeError(f"model '{model.name}' reported that it failed to load")
-        settle_heap()
+        freeze_heap()
         model.ready = True
         self._count_loaded()
         log.info("model '%s' version %s is ready", model.name, model.version)
@@ -114,7 +114,7 @@ class ModelRepository:
         if old is not None and old is not model:
             await self._retire(old)
             del old  # so that its reference cycles can be collected
-            settle_heap()
+            refreeze_heap()
         return model
 
     async def unload(self, name: str) -> None:
@@ -125,7 +125,7 @@ class ModelRepository:
         self._unavailable[name] = Unavailable("unloaded", model.version)
         await self._retire(model)
         del model  # so that its reference cycles can be collected
-        settle_heap()
+        refreeze_heap()
         log.info("model '%s' unloaded", name)
 
     async def _retire(self, model: Model) -> None:

@@ -125,6 +125,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     server: uvicorn.Server
 
     async def load_models() -> None:
+        repository.expect([model.name for model in repository.models() if not model.ready])
         if serving.root is not None and args.load_at_startup:
             names = repository.on_disk()
             repository.expect(names)
