@@ -43,7 +43,7 @@ bench: setup
 soak: setup
 	$(PY) benchmarks/soak.py --seconds $(or $(SOAK_SECONDS),300)
 
-# Regenerates the gRPC modules beside modelserver/proto/grpc_service.proto (grpcio-tools, from
+# Regenerates the gRPC modules beside modelserver/protocol/proto/grpc_service.proto (grpcio-tools, from
 # `make setup`), into PROTO_OUT. The messages load into a descriptor pool of their own, so
 # tritonclient or the KServe SDK, which declare the same `inference.*` names, can share a process.
 PROTO_OUT ?= runtimes/modelserver
@@ -51,9 +51,9 @@ PROTO_OUT ?= runtimes/modelserver
 proto:
 	$(PY) -m grpc_tools.protoc -I runtimes/modelserver --python_out=$(PROTO_OUT) \
 		--pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
-		runtimes/modelserver/modelserver/proto/grpc_service.proto
+		runtimes/modelserver/modelserver/protocol/proto/grpc_service.proto
 	sed -i 's/_descriptor_pool\.Default()\.AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
-		$(PROTO_OUT)/modelserver/proto/grpc_service_pb2.py
+		$(PROTO_OUT)/modelserver/protocol/proto/grpc_service_pb2.py
 
 # Writes VERSION into every package's pyproject.toml: `make set-version VERSION=0.2.0`.
 set-version:

@@ -88,7 +88,7 @@ def grpc_scenarios(target: str, delayed_target: str) -> list[tuple[str, str, str
     contents, as tritonclient and perf_analyzer send them. gRPC takes in new calls one at a
     time, so without a batch delay concurrent calls seldom meet in one batch; the last row
     shows the same load with --max_batch_delay_ms 2."""
-    from modelserver.proto import grpc_service_pb2 as pb
+    from modelserver.protocol.proto import grpc_service_pb2 as pb
 
     request = pb.ModelInferRequest(model_name="iris")
     request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])

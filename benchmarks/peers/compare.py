@@ -222,7 +222,7 @@ def v2_binary(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 def grpc_request(model: str, rows: list[list[float]]) -> bytes | None:
     try:
-        from modelserver.proto import grpc_service_pb2 as pb
+        from modelserver.protocol.proto import grpc_service_pb2 as pb
     except ImportError:
         return None
     request = pb.ModelInferRequest(model_name=model)

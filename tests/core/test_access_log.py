@@ -4,7 +4,7 @@ import asyncio
 import json
 import sys
 
-from modelserver.logs import PIPE_BUF, AccessLog
+from modelserver.ops.logs import PIPE_BUF, AccessLog
 
 
 class RecordingStream:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modelserver.cpus import available_cpus, threads_per_worker
+from modelserver.ops.cpus import available_cpus, threads_per_worker
 
 REPO = Path(__file__).resolve().parents[2]
 IRIS = str(REPO / "examples" / "sklearn-iris")

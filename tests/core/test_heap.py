@@ -12,7 +12,7 @@ import weakref
 import pytest
 
 from modelserver.model import Model
-from modelserver.repository import ModelRepository
+from modelserver.core.repository import ModelRepository
 
 
 class Cyclic(Model):
@@ -50,7 +50,7 @@ def test_loaded_models_are_frozen_and_unloaded_ones_freed(tmp_path):
 
 MMAPPED_BLOCKS = """
 import ctypes, sys
-from modelserver.heap import tune_malloc
+from modelserver.ops.heap import tune_malloc
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",

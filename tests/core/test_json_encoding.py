@@ -3,7 +3,7 @@
 import numpy as np
 import orjson
 
-from modelserver.v2json import dumps
+from modelserver.protocol.v2json import dumps
 
 
 def test_nested_bytes_keep_their_shape():

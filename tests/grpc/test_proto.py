@@ -11,11 +11,11 @@ from google.protobuf import descriptor_pb2
 from tritonclient.grpc import model_config_pb2 as triton_config
 from tritonclient.grpc import service_pb2 as triton
 
-from modelserver.proto import grpc_service_pb2 as ours
-from modelserver.proto import grpc_service_pb2_grpc as ours_grpc
+from modelserver.protocol.proto import grpc_service_pb2 as ours
+from modelserver.protocol.proto import grpc_service_pb2_grpc as ours_grpc
 
 REPO = Path(__file__).resolve().parents[2]
-PROTO = REPO / "runtimes" / "modelserver" / "modelserver" / "proto"
+PROTO = REPO / "runtimes" / "modelserver" / "modelserver" / "protocol" / "proto"
 
 
 def _triton_message(full_name: str):
@@ -80,7 +80,7 @@ def test_make_proto_regenerates_the_committed_modules(tmp_path):
     run = subprocess.run(["make", "-s", "proto", f"PROTO_OUT={tmp_path}", f"PY={sys.executable}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    generated = tmp_path / "modelserver" / "proto"
+    generated = tmp_path / "modelserver" / "protocol" / "proto"
     for name in ("grpc_service_pb2.py", "grpc_service_pb2_grpc.py", "grpc_service_pb2.pyi"):
         assert (generated / name).is_file(), name
     # The generated module builds into a pool of its own, so it can run beside ours.

@@ -22,7 +22,7 @@ ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
 
 
 def _hook_applied() -> bool:
-    from modelserver.rest import RestApp
+    from modelserver.transports.rest import RestApp
 
     return "routes" in inspect.signature(RestApp.__init__).parameters
 

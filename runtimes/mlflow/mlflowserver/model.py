@@ -394,7 +394,7 @@ def _tensor_values(array: np.ndarray) -> np.ndarray:
 
 
 def _json_text(value: Any) -> str:
-    from modelserver.v2json import dumps
+    from modelserver.protocol.v2json import dumps
 
     try:
         return dumps(value).decode()

@@ -212,7 +212,7 @@ def jsonable_predictions(data: Any) -> Any:
 
 
 def _dumps(obj: Any) -> bytes:
-    from modelserver.v2json import dumps
+    from modelserver.protocol.v2json import dumps
 
     try:
         return dumps(obj)

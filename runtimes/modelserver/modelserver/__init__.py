@@ -15,7 +15,7 @@ from .errors import (  # noqa: E402
     ServingError,
 )
 from .model import Model  # noqa: E402
-from .repository import ModelRepository  # noqa: E402
+from .core.repository import ModelRepository  # noqa: E402
 from .server import ModelServer, serve  # noqa: E402
 from .types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec  # noqa: E402
 

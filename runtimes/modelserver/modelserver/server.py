@@ -17,15 +17,15 @@ from typing import Any
 import uvicorn
 
 from .args import build_parser, parse_args
-from .heap import tune_malloc
-from .logs import access_log, configure_logging
-from .runtimes import can_any_load
-from .cpus import configure_threads
-from .dataplane import DataPlane, Limits
-from .httpproto import OneWriteHttpToolsProtocol
+from .ops.heap import tune_malloc
+from .ops.logs import access_log, configure_logging
+from .runtime.registry import can_any_load
+from .ops.cpus import configure_threads
+from .core.dataplane import DataPlane, Limits
+from .transports.httpproto import OneWriteHttpToolsProtocol
 from .model import Model
-from .repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
-from .rest import RestApp
+from .core.repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
+from .transports.rest import RestApp
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
 
     async def on_startup() -> None:
         if args.enable_grpc:  # in this process's event loop, beside uvicorn
-            from . import grpc_server
+            from .transports import grpc as grpc_server
 
             try:
                 state["grpc"] = await grpc_server.start(

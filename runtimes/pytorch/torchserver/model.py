@@ -25,9 +25,9 @@ import numpy as np
 
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.datatypes import TO_NUMPY
-from modelserver.modelfiles import find_model_file
+from modelserver.runtime.files import find_model_file
 
-from modelserver.conform import Spec, datatype_of, listing, match_inputs
+from modelserver.runtime.conform import Spec, datatype_of, listing, match_inputs
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def import_torch():
 
 def _worker_threads() -> int:
     try:
-        from modelserver.cpus import worker_threads
+        from modelserver.ops.cpus import worker_threads
     except ImportError:  # pragma: no cover - an older core
         return max(1, len(os.sched_getaffinity(0)))
     return worker_threads()

@@ -13,7 +13,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.datatypes import from_numpy
-from modelserver.modelfiles import find_model_file
+from modelserver.runtime.files import find_model_file
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, RequestedOutput, TensorSpec
 
 from . import tfserving
-from modelserver.conform import Spec, match_inputs
+from modelserver.runtime.conform import Spec, match_inputs
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def import_tensorflow():
 
 def _worker_threads() -> int:
     try:
-        from modelserver.cpus import worker_threads
+        from modelserver.ops.cpus import worker_threads
     except ImportError:  # pragma: no cover - an older core
         return max(1, len(os.sched_getaffinity(0)))
     return worker_threads()

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelserver import InvalidInput, Tensor
 
-from modelserver.conform import Spec, listing
+from modelserver.runtime.conform import Spec, listing
 
 def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value

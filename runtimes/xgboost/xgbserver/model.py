@@ -17,7 +17,7 @@ import numpy as np
 
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
-from modelserver.modelfiles import find_model_file, model_files
+from modelserver.runtime.files import find_model_file, model_files
 
 from .fastpredict import DensePredictor
 
@@ -298,7 +298,7 @@ def thread_count() -> int:
             raise ValueError(f"{NTHREAD_ENV} must be a whole number, got {value!r}") from None
         if threads > 0:
             return threads
-    from modelserver.cpus import worker_threads
+    from modelserver.ops.cpus import worker_threads
 
     return worker_threads()
 

@@ -16,12 +16,15 @@ from typing import Any
 
 import orjson
 
-from . import binary, stats, v2json
-from .dataplane import DataPlane
-from .logs import access_log
-from . import __version__, metrics
-from .modelconfig import model_config
-from .errors import (
+from ..protocol import binary
+from ..core import stats
+from ..protocol import v2json
+from ..core.dataplane import DataPlane
+from ..ops.logs import access_log
+from .. import __version__
+from ..ops import metrics
+from ..protocol.modelconfig import model_config
+from ..errors import (
     InvalidInput,
     MethodNotAllowed,
     NotFound,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Model
+from ..model import Model
 
 # Protocol datatype -> Triton's model-config DataType name.
 CONFIG_TYPES = {

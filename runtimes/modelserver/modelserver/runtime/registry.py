@@ -1,5 +1,5 @@
 """The installed runtimes: each registers its Model class under the entry-point group
-`modelserver.runtimes`, so one server can host models of several frameworks."""
+`modelserver.runtime.registry`, so one server can host models of several frameworks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .model import Model
+from ..model import Model
 
 GROUP = "modelserver.runtimes"
 

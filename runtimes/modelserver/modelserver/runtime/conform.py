@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInput
-from .types import Tensor
-from .datatypes import from_numpy
+from ..errors import InvalidInput
+from ..types import Tensor
+from ..datatypes import from_numpy
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64", "BF16"}
 

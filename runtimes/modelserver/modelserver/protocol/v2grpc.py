@@ -13,10 +13,10 @@ import numpy as np
 import orjson
 
 from . import binary
-from .datatypes import to_numpy
-from .errors import InvalidInput
+from ..datatypes import to_numpy
+from ..errors import InvalidInput
 from .proto import grpc_service_pb2 as pb
-from .types import InferRequest, InferResponse, RequestedOutput, Tensor
+from ..types import InferRequest, InferResponse, RequestedOutput, Tensor
 from .v2json import decode_shape, reshape
 
 # The InferTensorContents field that holds each datatype's elements.

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .datatypes import from_numpy, to_numpy
-from .errors import InvalidInput
-from .types import InferRequest, InferResponse, RequestedOutput, Tensor
+from ..datatypes import from_numpy, to_numpy
+from ..errors import InvalidInput
+from ..types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 

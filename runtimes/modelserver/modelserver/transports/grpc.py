@@ -22,13 +22,15 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import metrics, stats, v2grpc
-from .dataplane import DataPlane
-from .errors import ModelNotReady, ServingError
-from .logs import access_log
-from .modelconfig import model_config
-from .proto import grpc_service_pb2 as pb
-from .proto.grpc_service_pb2_grpc import (
+from ..ops import metrics
+from ..core import stats
+from ..protocol import v2grpc
+from ..core.dataplane import DataPlane
+from ..errors import ModelNotReady, ServingError
+from ..ops.logs import access_log
+from ..protocol.modelconfig import model_config
+from ..protocol.proto import grpc_service_pb2 as pb
+from ..protocol.proto.grpc_service_pb2_grpc import (
     GRPCInferenceServiceServicer,
     add_GRPCInferenceServiceServicer_to_server,
 )

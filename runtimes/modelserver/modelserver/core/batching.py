@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics, stats
-from .types import InferRequest, InferResponse, Tensor
+from ..ops import metrics
+from . import stats
+from ..types import InferRequest, InferResponse, Tensor
 
 Execute = Callable[[InferRequest], Awaitable[InferResponse]]
 # After a call, the batcher keeps yielding to the event loop while the loop is busy (reading,

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, metrics, stats
+from .. import __version__
+from ..ops import metrics
+from . import stats
 from .batching import Batcher
-from .errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
-from .model import Model
+from ..errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
+from ..model import Model
 from .repository import ModelRepository
-from .types import InferRequest, InferResponse
+from ..types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 

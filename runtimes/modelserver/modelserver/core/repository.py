@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import metrics
-from .errors import InvalidInput, ModelNotFound, ModelNotReady
-from .heap import freeze_heap, refreeze_heap
-from .model import Model
-from .runtimes import model_class_for
+from ..ops import metrics
+from ..errors import InvalidInput, ModelNotFound, ModelNotReady
+from ..ops.heap import freeze_heap, refreeze_heap
+from ..model import Model
+from ..runtime.registry import model_class_for
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from modelserver.proto import grpc_service_pb2 as modelserver_dot_proto_dot_grpc__service__pb2
+from modelserver.protocol.proto import grpc_service_pb2 as modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in modelserver/proto/grpc_service_pb2_grpc.py depends on'
+        + ' but the generated code in modelserver/protocol/proto/grpc_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,58 +36,58 @@ class GRPCInferenceServiceStub:
         """
         self.ServerLive = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelInferResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
         self.ModelConfig = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelConfig',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
                 _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryIndex',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
                 _registered_method=True)
         self.RepositoryModelLoad = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelLoad',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
                 _registered_method=True)
         self.RepositoryModelUnload = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelUnload',
-                request_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
-                response_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
+                request_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
                 _registered_method=True)
 
 
@@ -166,58 +166,58 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelInferRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
             ),
             'ModelConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelConfig,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
             ),
             'ModelStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelStatistics,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.SerializeToString,
             ),
             'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryModelLoad,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.SerializeToString,
             ),
             'RepositoryModelUnload': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryModelUnload,
-                    request_deserializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.FromString,
-                    response_serializer=modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.SerializeToString,
+                    request_deserializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.FromString,
+                    response_serializer=modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -245,8 +245,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerLive',
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerReady',
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelReady',
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -326,8 +326,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerMetadata',
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -353,8 +353,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelMetadata',
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -380,8 +380,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelInfer',
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelInferResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -407,8 +407,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelConfig',
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -434,8 +434,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelStatistics',
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -461,8 +461,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryIndex',
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -488,8 +488,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryModelLoad',
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -515,8 +515,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryModelUnload',
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
-            modelserver_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
+            modelserver_dot_protocol_dot_proto_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,9 +24,9 @@ from collections.abc import Container
 import numpy as np
 import orjson
 
-from .datatypes import TO_NUMPY, to_numpy
-from .errors import InvalidInput, PayloadTooLarge, ServingError
-from .types import InferRequest, InferResponse, Tensor
+from ..datatypes import TO_NUMPY, to_numpy
+from ..errors import InvalidInput, PayloadTooLarge, ServingError
+from ..types import InferRequest, InferResponse, Tensor
 from . import v2json
 
 HEADER_LENGTH = b"inference-header-content-length"

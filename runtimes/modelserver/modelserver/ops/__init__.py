@@ -1,0 +1,1 @@
+"""Operations: metrics, logs, memory and threads of the serving process."""
