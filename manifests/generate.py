@@ -24,8 +24,7 @@ COMBINED = "runtimes.yaml"
 
 HTTP_PORT, GRPC_PORT = 8080, 8081
 # gRPC (Open Inference Protocol v2) is listed in protocolVersions only once the core serves it.
-SERVES_GRPC = (ROOT / "runtimes" / "modelserver" / "modelserver" / "grpc").exists() or any(
-    (ROOT / "runtimes" / "modelserver" / "modelserver").glob("grpc*.py"))
+SERVES_GRPC = (ROOT / "runtimes/modelserver/modelserver/transports/grpc.py").exists()
 # Above the priorities of KServe's own runtimes (1-3), so that ours are chosen for a format
 # when an InferenceService names none; a runtime named in the InferenceService always wins.
 PRIORITY = 10

@@ -1,11 +1,22 @@
 """Custom models served by one process, as a user would write them (run as a script)."""
 
+import json
 import os
 import time
 
 import numpy as np
 
-from modelserver import InferRequest, InferResponse, Model, ModelServer, Tensor, TensorSpec
+from modelserver import (
+    InferRequest,
+    InferResponse,
+    InvalidInput,
+    Model,
+    ModelServer,
+    RouteRequest,
+    Tensor,
+    TensorSpec,
+    route,
+)
 from modelserver.args import build_parser, parse_args
 
 
@@ -46,7 +57,7 @@ class Pid(Model):
 class Batched(Model):
     """Row-wise, slow enough for concurrent requests to pile up; reports each call's rows."""
 
-    max_batch_size = 32
+    defaults = {"max_batch_size": 32}
     predict_in_thread = True
 
     def predict(self, request: InferRequest):
@@ -78,9 +89,35 @@ class Slow(Model):
         return request.inputs[0].data
 
 
+class Routed(Model):
+    """A route of its own beside v1 and v2 (`POST /double`), and v2 doing the same work; both
+    sleep for `sleep` seconds in a thread first."""
+
+    predict_in_thread = True
+
+    def predict(self, request: InferRequest):
+        return self.double_values((request.parameters or {}).get("sleep", 0),
+                                  request.inputs[0].data)
+
+    @route("POST", "/double")
+    async def double(self, request: RouteRequest):
+        try:
+            body = json.loads(request.body)
+            values = np.asarray(body["values"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError):
+            raise InvalidInput('send {"values": [numbers]}') from None
+        result = await request.run(self.double_values, body.get("sleep", 0), values)
+        return 200, json.dumps(result.tolist()).encode(), "application/json"
+
+    @staticmethod
+    def double_values(sleep: float, values: np.ndarray) -> np.ndarray:
+        time.sleep(float(sleep))
+        return values * 2
+
+
 if __name__ == "__main__":
     args = parse_args(build_parser("custom_models"))
     ModelServer(args).start(
         [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow"),
-         Batched("batched"), Sleepy("sleepy")]
+         Batched("batched"), Sleepy("sleepy"), Routed("routed")]
     )

@@ -11,8 +11,10 @@ import weakref
 
 import pytest
 
-from modelserver.model import Model
 from modelserver.core.repository import ModelRepository
+from modelserver.core.runner import Runner
+from modelserver.model import Model
+from modelserver.ops.metrics import ModelMetrics
 
 
 class Cyclic(Model):
@@ -32,10 +34,11 @@ class Cyclic(Model):
 
 def test_loaded_models_are_frozen_and_unloaded_ones_freed(tmp_path):
     (tmp_path / "cyclic").mkdir()
-    repository = ModelRepository(root=tmp_path, default_class=Cyclic)
+    repository = ModelRepository(lambda model: Runner(model, ModelMetrics(), 1000), root=tmp_path,
+                                 default_class=Cyclic)
 
     async def load_then_unload() -> weakref.ref:
-        model = await repository.load_from_disk("cyclic")
+        model = (await repository.load_from_disk("cyclic")).model
         assert gc.get_freeze_count() > 0
         gone = weakref.ref(model)
         del model

@@ -49,7 +49,7 @@ class Labels(Model):
 class Rows(Model):
     """Batches on its first dimension: metadata and config say so."""
 
-    max_batch_size = 8
+    defaults = {"max_batch_size": 8}
 
     def inputs(self):
         return [TensorSpec("features", "FP32", [-1, 3]), TensorSpec("text", "BYTES", [-1])]

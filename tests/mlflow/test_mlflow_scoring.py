@@ -1,19 +1,23 @@
-"""MLflow's scoring protocol (/invocations) in-process: the handler that the REST routes call,
-for every model kind and input format, against the pyfunc called directly."""
+"""MLflow's scoring protocol (/invocations) in-process: MLflowModel's route, run by the data
+plane's runner as the REST transport runs it, for every model kind and input format, against the
+pyfunc called directly."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import types
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
-from mlflowserver import MLflowModel, invocations
-from mlflowserver.scoring import ROUTES, invocations_route, ping_route
+from mlflowserver import MLflowModel
+from mlflowserver.scoring import error_reply
+from modelserver import ServingError
+from modelserver.core.call import Call
+from modelserver.core.runner import Runner
+from modelserver.ops.metrics import ModelMetrics
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
@@ -30,12 +34,30 @@ def loaded(mlflow_models):
     return models
 
 
+def respond(model, body: bytes, content_type: str | None, method="POST", path="/invocations"):
+    """(status, body, content type) as the REST transport would send it."""
+    runner = Runner(model, ModelMetrics(), 100_000_000)
+    route = MLflowModel.routes()[(method, path)]
+    headers = {} if content_type is None else {"content-type": content_type}
+
+    async def answer():
+        try:
+            return await runner.route(Call(path, method, path), route, body, headers)
+        except ServingError as exc:
+            return error_reply(exc)
+
+    try:
+        return asyncio.run(answer())
+    finally:
+        runner.close()
+
+
 def call(model, body, content_type="application/json"):
     if not isinstance(body, (bytes, str)):
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
-    status, payload, ctype = asyncio.run(invocations(model, body, content_type))
+    status, payload, ctype = respond(model, body, content_type)
     assert ctype == "application/json"
     return status, orjson.loads(payload)
 
@@ -144,66 +166,24 @@ def test_model_bug_is_500_without_stack_trace(loaded):
 
 
 def test_missing_content_type_is_json(loaded):
-    status, payload, _ = asyncio.run(invocations(
-        loaded["iris"], json.dumps({"inputs": {c: [1.0] for c in COLUMNS}}).encode(), None))
+    status, payload, _ = respond(
+        loaded["iris"], json.dumps({"inputs": {c: [1.0] for c in COLUMNS}}).encode(), None)
     assert status == 200 and "predictions" in orjson.loads(payload)
 
 
-# -- the route handlers, with a stand-in data plane ---------------------------------------------
-class Plane:
-    def __init__(self, *models, ready=True):
-        self.repository = types.SimpleNamespace(models=lambda: list(models))
-        self.limits = types.SimpleNamespace(max_queue=10, request_timeout=5.0)
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.executor = ThreadPoolExecutor(2)
-        self._ready = ready
-
-    def ready(self):
-        return self._ready
-
-
-def route(handler, plane, body=b"", headers=None):
-    status, payload, headers = asyncio.run(handler(plane, body, headers or {}))
-    assert headers == [(b"content-type", b"application/json")]
-    return status, payload
-
-
+# -- the routes --------------------------------------------------------------------------------
 def test_routes_table():
-    assert set(ROUTES) == {"/invocations", "/ping", "/health", "/version"}
-    assert MLflowModel.routes is ROUTES
+    assert set(MLflowModel.routes()) == {("POST", "/invocations"), ("GET", "/ping"),
+                                         ("GET", "/health"), ("GET", "/version")}
+    assert MLflowModel.routes()[("POST", "/invocations")].inference
+    assert not MLflowModel.routes()[("GET", "/ping")].inference
 
 
-def test_invocations_route_serves_the_one_model(loaded):
-    body = json.dumps({"inputs": {c: [1.0] for c in COLUMNS}}).encode()
-    headers = {"content-type": "application/json"}
-    status, payload = route(invocations_route, Plane(loaded["iris"]), body, headers)
-    assert status == 200 and "predictions" in orjson.loads(payload)
-
-    status, payload = route(invocations_route, Plane(loaded["iris"], loaded["dot"]), body, headers)
-    assert status == 400 and "several MLflow models are served (iris, dot)" in \
-        orjson.loads(payload)["error"]
-    status, payload = route(invocations_route, Plane(), body, headers)
-    assert status == 404
-
-
-def test_invocations_route_waits_for_loading(loaded, mlflow_models):
+def test_ping_follows_readiness(loaded, mlflow_models):
+    assert respond(loaded["iris"], b"", None, "GET", "/ping") == (200, b"\n",
+                                                                  "application/json")
     loading = MLflowModel("iris", str(mlflow_models["iris"]))  # not loaded: not ready
-    status, payload = route(invocations_route, Plane(loading), b"{}", {})
-    assert status == 503 and "not ready" in orjson.loads(payload)["error"]
-
-
-def test_invocations_route_honours_the_queue_limit(loaded):
-    plane = Plane(loaded["iris"])
-    plane.limits.max_queue = 0
-    status, payload = route(invocations_route, plane, b'{"inputs": {}}',
-                            {"content-type": "application/json"})
-    assert status == 503 and "limit" in orjson.loads(payload)["error"]
-
-
-def test_ping_follows_readiness():
-    assert route(ping_route, Plane()) == (200, b"\n")
-    status, payload = route(ping_route, Plane(ready=False))
+    status, payload, _ = respond(loading, b"", None, "GET", "/ping")
     assert status == 503 and orjson.loads(payload)["error_code"] == "TEMPORARILY_UNAVAILABLE"
 
 

@@ -6,7 +6,6 @@ One server serves a repository of every kind of model; another serves the exampl
 
 from __future__ import annotations
 
-import inspect
 import shutil
 from pathlib import Path
 
@@ -19,17 +18,6 @@ import yaml
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlflow-iris" / "model"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
-
-
-def _hook_applied() -> bool:
-    from modelserver.transports.rest import RestApp
-
-    return "routes" in inspect.signature(RestApp.__init__).parameters
-
-
-needs_hook = pytest.mark.skipif(
-    not _hook_applied(),
-    reason="the core does not serve runtime routes yet (runtimes/mlflow/core-hook.patch)")
 
 
 def v1(server, model, body):
@@ -213,7 +201,6 @@ def invoke(server, body, content_type="application/json"):
                          headers={"Content-Type": content_type}, timeout=30)
 
 
-@needs_hook
 def test_ping_health_and_version(iris_server):
     import mlflow
 
@@ -224,7 +211,6 @@ def test_ping_health_and_version(iris_server):
     assert requests.post(iris_server.url + "/ping", timeout=10).status_code == 405
 
 
-@needs_hook
 def test_invocations_in_every_format(iris_server, pyfuncs):
     frame = pd.DataFrame(ROWS, columns=COLUMNS)
     expected = {"predictions": pyfuncs["iris"].predict(frame).tolist()}
@@ -243,7 +229,6 @@ def test_invocations_in_every_format(iris_server, pyfuncs):
     assert invoke(iris_server, example, "application/json; charset=utf-8").status_code == 200
 
 
-@needs_hook
 def test_invocations_errors_are_mlflow_shaped_without_stack_traces(iris_server):
     cases = [
         (invoke(iris_server, {"rows": ROWS}), 400, "exactly one of the input fields"),
@@ -260,6 +245,43 @@ def test_invocations_errors_are_mlflow_shaped_without_stack_traces(iris_server):
         assert message in body["error"] and body["message"] == body["error"]
         assert body["error_code"] == "BAD_REQUEST"
         assert "stack_trace" not in body and "Traceback" not in reply.text
+
+
+def _metric(server, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v
+                                              for k, v in labels.items()))
+
+
+def test_invocations_are_counted_like_v2(iris_server):
+    stages = ("preprocess", "queue", "inference", "postprocess")
+    before = {s: _metric(iris_server, f"modelserver_{s}_duration_seconds_count", model="iris")
+              for s in stages}
+    requests_before = _metric(iris_server, "modelserver_requests_total", model="iris",
+                              protocol="/invocations", status="200")
+    assert invoke(iris_server, {"inputs": {c: [1.0] for c in COLUMNS}}).status_code == 200
+    assert _metric(iris_server, "modelserver_requests_total", model="iris",
+                   protocol="/invocations", status="200") == requests_before + 1
+    for stage in stages:
+        assert _metric(iris_server, f"modelserver_{stage}_duration_seconds_count",
+                       model="iris") == before[stage] + 1, stage
+    stats = requests.get(iris_server.url + "/v2/models/iris/stats", timeout=10).json()
+    assert stats["model_stats"][0]["inference_stats"]["success"]["count"] >= 1
+
+
+@pytest.mark.parametrize("flags,status", [(("--max_queue_size", "0"), 503),
+                                          (("--request_timeout_seconds", "0.000001"), 504)])
+def test_invocations_limits_answer_as_v2_does(launch, flags, status):
+    server = launch("-m", "mlflowserver", "--model_name", "iris", "--model_dir", str(EXAMPLE),
+                    *flags)
+    scoring = invoke(server, {"inputs": {c: [1.0] for c in COLUMNS}})
+    infer = v2(server, "iris", [tensor([1.0], name=c) for c in COLUMNS])
+    assert scoring.status_code == infer.status_code == status, (scoring.text, infer.text)
+    assert scoring.json()["error"] == scoring.json()["message"] == infer.json()["error"]
 
 
 # -- startup errors ---------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The OpenAPI document is served, covers every route, and survives schemathesis' fuzzing."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -1,7 +1,6 @@
 """What platform teams rely on: metrics, access logs, limits, keep-alive, graceful shutdown."""
 
 import json
-import os
 import signal
 import socket
 import threading
@@ -66,9 +65,15 @@ def test_metrics_add_up_across_workers(launch):
     for _ in range(40):  # a new connection each, so both workers answer some
         with requests.Session() as session:
             session.post(server.url + "/v1/models/iris:predict", json={"instances": ROW})
-    found = samples(server.url)
-    assert value(found, "modelserver_requests_total", model="iris", protocol="v1",
-                 status="200") == 40
+    # Each worker's counts reach the others within a snapshot period (0.1 s).
+    deadline = time.monotonic() + 5
+    while True:
+        total = value(samples(server.url), "modelserver_requests_total", model="iris",
+                      protocol="v1", status="200")
+        if total == 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert total == 40
 
 
 def test_access_log_lines_without_tensor_data(launch):

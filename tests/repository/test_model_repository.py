@@ -54,6 +54,13 @@ def repository(tmp_path_factory, tree_model):
     (root / "proba" / "settings.json").write_text(json.dumps({"outputs": ["predict_proba"]}))
     (root / "broken").mkdir()
     (root / "broken" / "model.joblib").write_bytes(b"not a pickle")
+    (root / "typo").mkdir()
+    shutil.copy(IRIS, root / "typo" / "model.joblib")
+    (root / "typo" / "settings.json").write_text(json.dumps({"max_batch_sise": 8}))
+    (root / "rows").mkdir()
+    shutil.copy(IRIS, root / "rows" / "model.joblib")
+    (root / "rows" / "settings.json").write_text(json.dumps({"max_batch_size": 4,
+                                                             "max_batch_delay_ms": 2.5}))
     return root
 
 
@@ -64,12 +71,12 @@ def server(launch, repository):
 
 def test_every_folder_is_a_model_and_loads_at_start(server):
     entries = index(server)
-    assert set(entries) == {"iris", "tree", "proba", "broken"}
+    assert set(entries) == {"iris", "tree", "proba", "broken", "typo", "rows"}
     assert entries["iris"] == {"name": "iris", "version": "1", "state": "READY", "reason": ""}
     assert entries["tree"]["version"] == "10" and entries["tree"]["state"] == "READY"
     assert entries["broken"]["state"] == "UNAVAILABLE"
     assert entries["broken"]["reason"].startswith("load failed:")
-    assert set(index(server, {"ready": True})) == {"iris", "tree", "proba"}
+    assert set(index(server, {"ready": True})) == {"iris", "tree", "proba", "rows"}
     # A model that failed to load does not hold the rest of the server back.
     assert requests.get(server.url + "/v2/health/ready").status_code == 200
 
@@ -83,6 +90,18 @@ def test_models_serve_with_their_settings_and_versions(server, tree_model):
     assert requests.get(server.url + "/v2/models/tree/versions/2/ready").status_code == 404
     broken = v1(server, "broken")
     assert broken.status_code == 503 and "load failed" in broken.json()["error"]
+
+
+def test_settings_json_reaches_the_model_and_typos_are_refused(server, repository):
+    typo = index(server)["typo"]
+    assert typo["state"] == "UNAVAILABLE"
+    assert "unknown setting 'max_batch_sise'" in typo["reason"]
+    assert str(repository / "typo" / "settings.json") in typo["reason"]
+    config = requests.get(server.url + "/v2/models/rows/config", timeout=10).json()
+    assert config["max_batch_size"] == 4
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
+    default = requests.get(server.url + "/v2/models/iris/config", timeout=10).json()
+    assert default["max_batch_size"] == 128  # the runtime's own default
 
 
 def test_load_and_unload_at_run_time(server, repository):

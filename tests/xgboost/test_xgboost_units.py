@@ -14,7 +14,7 @@ from sklearn.datasets import load_iris
 
 from xgbserver import XGBoostModel
 from xgbserver.fastpredict import DensePredictor
-from xgbserver.model import clean_message, find_booster, thread_count
+from xgbserver.model import clean_message, find_booster
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "xgboost-iris"
 
@@ -118,15 +118,20 @@ def test_can_load_tells_xgboost_folders_from_others(tmp_path):
     assert not XGBoostModel.can_load(mlflow_dir)
 
 
-def test_thread_count(monkeypatch):
-    monkeypatch.setenv("XGBOOST_NTHREAD", "3")
-    assert thread_count() == 3
-    monkeypatch.setenv("XGBOOST_NTHREAD", "0")
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert thread_count() == 5  # the worker's share, as the core sized it
-    monkeypatch.setenv("XGBOOST_NTHREAD", "many")
-    with pytest.raises(ValueError, match="XGBOOST_NTHREAD must be a whole number"):
-        thread_count()
+@pytest.mark.parametrize("settings,threads", [
+    ({"threads": 2}, 2),  # the worker's share of the CPUs, as the core sized it
+    ({"threads": 2, "parameters": {"nthread": 3}}, 3),  # --nthread, or settings.json
+    ({"threads": 2, "parameters": {"nthread": 0}}, 2),  # 0: the worker's share
+])
+def test_nthread_comes_from_the_settings(settings, threads):
+    from modelserver.settings import resolve
+
+    model = XGBoostModel("m", str(EXAMPLE))
+    model.settings = resolve((settings, "test"))
+    model.load()
+    assert model.nthread == threads
+    assert json.loads(model.booster.save_config())["learner"]["generic_param"]["nthread"] == \
+        str(threads)
 
 
 def test_clean_message_drops_the_stack_trace():

@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from modelserver import InferRequest, InvalidInput, Model, TensorSpec
+from modelserver import InferRequest, InvalidInput, Model, RouteRequest, TensorSpec, Unavailable
 from modelserver.datatypes import from_numpy
+from modelserver.model import route
+
+from . import scoring
+from .scoring import short
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,6 @@ MLMODEL = "MLmodel"
 DEFAULT_OUTPUT = "predictions"
 # MLflow error codes that mean the request did not fit the model.
 BAD_INPUT_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
-MAX_MESSAGE = 1000
 
 # MLflow column types as Open Inference Protocol datatypes.
 COLUMN_DATATYPES = {
@@ -46,7 +49,7 @@ class MLflowModel(Model):
     platform = "mlflow"
     # A pyfunc model may be anything: it is not assumed row-wise (--max_batch_size turns
     # batching on for models that are).
-    max_batch_size = 0
+    defaults = {"max_batch_size": 0}
     # MLflow's own scoring server runs predict in a worker thread too; this keeps probes
     # answering during a long prediction, and lets frameworks that release the GIL overlap.
     predict_in_thread = True
@@ -243,6 +246,26 @@ class MLflowModel(Model):
         return {name: _tensor_values(_as_array(result))}
 
 
+    # -- MLflow's scoring protocol (scoring.py) ------------------------------------------------
+    @route("POST", "/invocations", error=scoring.error_reply)
+    async def invocations(self, request: RouteRequest) -> scoring.Reply:
+        return await scoring.invocations(self, request)
+
+    @route("GET", "/ping", inference=False, error=scoring.error_reply)
+    @route("GET", "/health", inference=False, error=scoring.error_reply)
+    async def ping(self, request: RouteRequest) -> scoring.Reply:
+        """200 once the model has loaded (MLflow's server answers only after loading)."""
+        if not self.ready:
+            raise Unavailable("the model is not ready")
+        return 200, b"\n", scoring.JSON
+
+    @route("GET", "/version", inference=False, error=scoring.error_reply)
+    async def mlflow_version(self, request: RouteRequest) -> scoring.Reply:
+        import mlflow
+
+        return 200, mlflow.__version__.encode(), scoring.JSON
+
+
 def spec_name(spec, index: int):
     return spec.name if spec.name is not None else index
 
@@ -400,11 +423,6 @@ def _json_text(value: Any) -> str:
         return dumps(value).decode()
     except TypeError:
         return json.dumps(value, default=str)
-
-
-def short(message: str) -> str:
-    message = " ".join(str(message).split())
-    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " ..."
 
 
 def load_pyfunc(folder: Path):

@@ -1,5 +1,7 @@
 """MLflow's own scoring protocol, beside KServe v1 and v2: `POST /invocations`, `GET /ping`,
-`GET /health` and `GET /version`, so MLflow clients work unchanged.
+`GET /health` and `GET /version`, so MLflow clients work unchanged. The routes are MLflowModel's
+(see its `route` methods); the data plane runs them like any inference request, so queue limits,
+timeouts, metrics and statistics are v2's, and their errors are v2's in MLflow's body.
 
 Requests are parsed by MLflow's own parsers (the same dtype casts by signature as `mlflow models
 serve`), with orjson in front and behind. Errors differ from MLflow's server in two ways: no body
@@ -10,18 +12,12 @@ not a 400. Error bodies keep MLflow's `error_code` and `message` and add this se
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from io import BytesIO, StringIO
 from typing import Any
 
 import orjson
 
-from modelserver.errors import ServingError, Unavailable
-
-from .model import MLflowModel, short
-
-log = logging.getLogger(__name__)
+from modelserver import RouteRequest, ServingError
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -35,43 +31,42 @@ ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQ
                415: "BAD_REQUEST", 500: "INTERNAL_ERROR", 503: "TEMPORARILY_UNAVAILABLE",
                504: "DEADLINE_EXCEEDED"}
 
+MAX_MESSAGE = 1000
+
 Reply = tuple[int, bytes, str]
 
 
-class ScoringError(Exception):
+class ScoringError(ServingError):
+    """A request MLflow's scoring server refuses, with its status and MLflow error code."""
+
     def __init__(self, status: int, message: str, error_code: str | None = None):
         super().__init__(message)
         self.status = status
-        self.message = message
         self.error_code = error_code or ERROR_CODES.get(status, "INTERNAL_ERROR")
 
 
-def error_reply(status: int, message: str, error_code: str | None = None) -> Reply:
-    code = error_code or ERROR_CODES.get(status, "INTERNAL_ERROR")
-    return status, orjson.dumps({"error": message, "error_code": code, "message": message}), JSON
+def error_reply(exc: ServingError) -> Reply:
+    """Any error of an MLflow route in MLflow's body, with this server's `error` beside."""
+    code = getattr(exc, "error_code", None) or ERROR_CODES.get(exc.status, "INTERNAL_ERROR")
+    message = exc.message
+    return exc.status, orjson.dumps({"error": message, "error_code": code,
+                                     "message": message}), JSON
+
+
+def short(message: str) -> str:
+    message = " ".join(str(message).split())
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " ..."
 
 
 # -- the handler --------------------------------------------------------------------------------
-async def invocations(model: MLflowModel, body: bytes, content_type: str | None,
-                      dataplane: Any = None) -> Reply:
-    """Answer one `POST /invocations` as MLflow's scoring server does: (status, body, type).
-
-    With `dataplane`, predict runs under its limits (queue size, timeout) and in its executor."""
-    try:
-        data, params, unwrapped = parse(model, body, content_type)
-        predictions = await _guarded(model, dataplane, model.call, data, params)
-        return 200, encode(predictions, unwrapped), JSON
-    except ScoringError as exc:
-        return error_reply(exc.status, exc.message, exc.error_code)
-    except ServingError as exc:  # InvalidInput from the model's own checks, limits, ...
-        return error_reply(exc.status, exc.message)
-    except Exception as exc:
-        log.exception("model '%s' failed", model.name)
-        return error_reply(500, f"model '{model.name}' failed: {type(exc).__name__}: "
-                                f"{short(str(exc))}")
+async def invocations(model, request: RouteRequest) -> Reply:
+    """Answer one `POST /invocations` to an MLflowModel as MLflow's scoring server does."""
+    data, params, unwrapped = parse(model, request.body, request.headers.get("content-type"))
+    predictions = await request.run(model.call, data, params)
+    return 200, encode(predictions, unwrapped), JSON
 
 
-def parse(model: MLflowModel, body: bytes, content_type: str | None) -> tuple[Any, Any, bool]:
+def parse(model, body: bytes, content_type: str | None) -> tuple[Any, Any, bool]:
     """The request as (model input, params, whether it was the unwrapped LLM format)."""
     mime, charset, extra = _content_type(content_type)
     if charset != "utf-8":
@@ -163,32 +158,6 @@ def _mlflow_call(fn, *args):
                                 f"{short(str(exc))}") from None
 
 
-async def _guarded(model: MLflowModel, dataplane: Any, fn, *args) -> Any:
-    """Run `fn` as the data plane runs predict: within the model's queue limit and the request
-    timeout, in the data plane's executor when the model predicts in a thread."""
-    if dataplane is None:
-        return fn(*args)
-    limits = dataplane.limits
-    if model.inflight >= limits.max_queue:
-        raise Unavailable(f"model '{model.name}' has {model.inflight} requests waiting, its "
-                          "limit; try again later")
-    model.inflight += 1
-    try:
-        if not model.predict_in_thread:
-            return fn(*args)
-        work = asyncio.get_running_loop().run_in_executor(dataplane.executor, fn, *args)
-        if not limits.request_timeout:
-            return await work
-        try:
-            async with asyncio.timeout(limits.request_timeout):
-                return await work
-        except TimeoutError:
-            raise ScoringError(504, f"model '{model.name}' did not answer within "
-                                    f"{limits.request_timeout:g}s") from None
-    finally:
-        model.inflight -= 1
-
-
 def encode(predictions: Any, unwrapped: bool = False) -> bytes:
     """`{"predictions": ...}` as MLflow writes it (DataFrames as records), by orjson."""
     jsonable = jsonable_predictions(predictions)
@@ -222,55 +191,3 @@ def _dumps(obj: Any) -> bytes:
         from mlflow.utils.proto_json_utils import NumpyEncoder
 
         return json.dumps(obj, cls=NumpyEncoder).encode()
-
-
-# -- routes for the REST app (see core-hook.patch) ----------------------------------------------
-def _served_model(dataplane) -> MLflowModel:
-    models = [m for m in dataplane.repository.models() if isinstance(m, MLflowModel)]
-    if not models:
-        raise ScoringError(404, "no MLflow model is served here")
-    if len(models) > 1:
-        names = ", ".join(m.name for m in models)
-        raise ScoringError(400, f"several MLflow models are served ({names}); /invocations "
-                                "serves one: use /v2/models/<name>/infer")
-    model = models[0]
-    if not model.ready:
-        raise ScoringError(503, f"model '{model.name}' is not ready")
-    return model
-
-
-def _headers(content_type: str) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", content_type.encode())]
-
-
-async def invocations_route(dataplane, body: bytes, headers: dict[str, str]):
-    try:
-        model = _served_model(dataplane)
-    except ScoringError as exc:
-        status, payload, ctype = error_reply(exc.status, exc.message, exc.error_code)
-    else:
-        status, payload, ctype = await invocations(model, body, headers.get("content-type"),
-                                                   dataplane)
-    return status, payload, _headers(ctype)
-
-
-async def ping_route(dataplane, body: bytes, headers: dict[str, str]):
-    """200 once every model has loaded (MLflow's server answers only after loading)."""
-    if dataplane.ready():
-        return 200, b"\n", _headers(JSON)
-    status, payload, ctype = error_reply(503, "the model is not ready")
-    return status, payload, _headers(ctype)
-
-
-async def version_route(dataplane, body: bytes, headers: dict[str, str]):
-    import mlflow
-
-    return 200, mlflow.__version__.encode(), _headers(JSON)
-
-
-ROUTES = {
-    "/invocations": {"POST": invocations_route},
-    "/ping": {"GET": ping_route},
-    "/health": {"GET": ping_route},
-    "/version": {"GET": version_route},
-}

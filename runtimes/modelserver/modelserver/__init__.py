@@ -13,11 +13,20 @@ from .errors import (  # noqa: E402
     ModelNotFound,
     ModelNotReady,
     ServingError,
+    Unavailable,
 )
-from .model import Model  # noqa: E402
-from .core.repository import ModelRepository  # noqa: E402
+from .model import Model, route  # noqa: E402
 from .server import ModelServer, serve  # noqa: E402
-from .types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec  # noqa: E402
+from .settings import ModelSettings  # noqa: E402
+from .types import (  # noqa: E402
+    InferRequest,
+    InferResponse,
+    Reply,
+    RequestedOutput,
+    RouteRequest,
+    Tensor,
+    TensorSpec,
+)
 
 __all__ = [
     "InferRequest",
@@ -27,11 +36,15 @@ __all__ = [
     "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
-    "ModelRepository",
     "ModelServer",
+    "ModelSettings",
+    "Reply",
     "RequestedOutput",
+    "RouteRequest",
     "ServingError",
     "Tensor",
     "TensorSpec",
+    "Unavailable",
+    "route",
     "serve",
 ]

@@ -45,6 +45,8 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                              "holds none yet (default: detected)")
     parser.add_argument("--load_at_startup", type=str2bool, nargs="?", const=True, default=True,
                         help="load every model in the repository at start (default: true)")
+    # Per-model settings: a flag given here wins over every model's settings.json (None: not
+    # given, so settings.json, then the runtime, then the defaults below decide).
     parser.add_argument("--max_batch_size", type=int, default=None,
                         help="merge concurrent requests into calls of up to this many rows; "
                              "0 turns batching off (default: the runtime's choice)")
@@ -55,9 +57,9 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="larger request bodies get 413 (default: 256 MiB)")
     limits.add_argument("--max_tensor_elements", type=int, default=100_000_000,
                         help="requests with more tensor elements get 400 (default: 1e8)")
-    limits.add_argument("--request_timeout_seconds", type=float, default=120.0,
+    limits.add_argument("--request_timeout_seconds", type=float, default=None,
                         help="a request not answered in time gets 504; 0 for none (default: 120)")
-    limits.add_argument("--max_queue_size", type=int, default=1000,
+    limits.add_argument("--max_queue_size", type=int, default=None,
                         help="requests one model may hold at once; more get 503 (default: 1000)")
     limits.add_argument("--keep_alive_timeout", type=float, default=3660.0,
                         help="seconds an idle HTTP connection stays open; longer than Envoy's "
@@ -66,6 +68,10 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
     limits.add_argument("--graceful_shutdown_seconds", type=float, default=25.0,
                         help="on SIGTERM, how long in-flight requests may take to finish "
                              "(default: 25, inside Kubernetes' 30-second grace period)")
+    parser.add_argument("--enable_tracing", type=str2bool, nargs="?", const=True, default=None,
+                        help="OpenTelemetry traces of inference requests, sent as OTEL_* "
+                             "variables say (default: on when OTEL_TRACES_EXPORTER or "
+                             "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set)")
     parser.add_argument("--access_log", type=str2bool, nargs="?", const=True,
                         default=str2bool(env("ACCESS_LOG", "true")),
                         help="one log line per request (default: true)")
@@ -77,9 +83,34 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
     return parser
 
 
+PER_MODEL = ("max_batch_size", "max_batch_delay_ms", "max_queue_size", "request_timeout_seconds")
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser, prog: str,
+                      flags: dict[str, dict]) -> None:
+    """A runtime's own flags (`Model.flags`), each `--name`, not given unless on the command
+    line."""
+    if not flags:
+        return
+    group = parser.add_argument_group(prog)
+    for name, options in flags.items():
+        group.add_argument(f"--{name}", dest=f"runtime_{name}", default=None, **options)
+
+
+def flag_settings(args) -> dict:
+    """The model settings the flags give: they win over every model's settings.json."""
+    settings = {key: getattr(args, key) for key in PER_MODEL if getattr(args, key) is not None}
+    parameters = {key[len("runtime_"):]: value for key, value in vars(args).items()
+                  if key.startswith("runtime_") and value is not None}
+    if parameters:
+        settings["parameters"] = parameters
+    return settings
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
     """Parse known flags; unknown ones are logged and ignored, as KServe's servers do."""
     args, unknown = parser.parse_known_args(argv)
+    args.prog = parser.prog
     if unknown:
         log.warning("ignoring unknown arguments: %s", " ".join(unknown))
     if args.workers < 1:

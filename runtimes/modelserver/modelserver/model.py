@@ -2,51 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
-from .errors import InvalidInput
-from .types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
+from .errors import InvalidInput, ServingError
+from .protocol import v1
+from .settings import ModelSettings
+from .types import InferRequest, InferResponse, Reply, Tensor, TensorSpec
 
 
 class Model:
     """A servable model.
 
-    `load()` runs once, off the event loop, before the model takes traffic. `predict()` gets an
-    `InferRequest` whose inputs are numpy arrays and returns an `InferResponse`, a mapping of
-    output name to array, or a single array (named after the first declared output). It may be a
-    coroutine. `preprocess`/`postprocess` wrap it. v1 requests are turned into the same
-    `InferRequest` by `decode_v1`, and the response back by `encode_v1`; runtimes with a v1 dialect
-    of their own (TensorFlow Serving's, say) override those two.
+    `load()` runs once, off the event loop, before the model takes traffic; `self.settings` is
+    set by then. `predict()` gets an `InferRequest` whose inputs are numpy arrays and returns an
+    `InferResponse`, a mapping of output name to array, or a single array (named after the first
+    declared output). It may be a coroutine. `preprocess`/`postprocess` wrap it. v1 requests are
+    turned into the same `InferRequest` by `decode_v1`, and the response back by `encode_v1`;
+    runtimes with a v1 dialect of their own (TensorFlow Serving's, say) override those two.
     """
 
     version: str = "1"
     platform: str = ""
-    # Outputs a v1 request asks for; None means whatever predict returns.
-    v1_outputs: list[str] | None = None
-    # Dynamic batching: when > 0, predict is row-wise along the first dimension of every input
-    # and output, so concurrent requests are merged into one call of up to this many rows.
-    # Metadata shapes then lead with -1. 0 (the default) never merges requests.
-    max_batch_size: int = 0
-    # Seconds a batch may wait for more rows; 0 takes whatever queued while the last call ran.
-    max_batch_delay: float = 0.0
-    # Run predict in a worker thread so the event loop keeps parsing requests meanwhile: worth it
-    # for frameworks that release the GIL while they compute (xgboost, torch, TensorFlow).
-    predict_in_thread: bool = False
-    # Extra REST routes the runtime answers beside KServe v1 and v2 (MLflow's /invocations, say):
-    # path -> {method: handler}. A handler is `async def handler(dataplane, body: bytes,
-    # headers: dict[str, str])` (header names lower-case) returning (status, body) for JSON or
-    # (status, body, [(b"content-type", ...)]). Built-in paths win over these.
-    routes: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The runtime's own defaults for its settings (see settings.py), e.g. {"max_batch_size": 128}
+    # for a row-wise predict; flags and settings.json win over them.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    # The runtime's own flags, as argparse keyword arguments by flag name (KServe's --nthread,
+    # say): their values reach every model as `settings.parameters[name]`.
+    flags: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # Run predict in a thread of the model's own pool, so the event loop keeps parsing requests
+    # meanwhile: worth it for frameworks that release the GIL while they compute (xgboost,
+    # torch, TensorFlow), or whose predict may take long.
+    predict_in_thread: ClassVar[bool] = False
 
     def __init__(self, name: str):
         self.name = name
         self.ready = False
-        self.inflight = 0  # requests inside the data plane now; unloading waits for them
-        self.settings: dict[str, Any] = {}  # from the repository's settings.json, if any
+        self.settings = ModelSettings()
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -81,41 +76,13 @@ class Model:
 
     # -- v1 (KServe) protocol -------------------------------------------------------------------
     def decode_v1(self, body: Any) -> InferRequest:
-        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest.
-
-        Rows that are JSON objects become one input per key, so models with named features get
-        them by name."""
-        if not isinstance(body, dict):
-            raise InvalidInput("a v1 request must be a JSON object with 'instances' or 'inputs'")
-        if "instances" in body:
-            data = body["instances"]
-            if not isinstance(data, list):
-                raise InvalidInput("'instances' must be a list")
-            rows_are_objects = bool(data) and all(isinstance(row, dict) for row in data)
-            inputs = _columns_of_rows(data) if rows_are_objects else [self._v1_tensor(data)]
-        elif "inputs" in body:
-            data = body["inputs"]
-            if isinstance(data, dict):
-                inputs = [_v1_array(name, value) for name, value in data.items()]
-            else:
-                inputs = [self._v1_tensor(data)]
-        else:
-            raise InvalidInput("a v1 request needs 'instances' or 'inputs'")
-        outputs = None if self.v1_outputs is None else [RequestedOutput(n) for n in self.v1_outputs]
-        return InferRequest(inputs=inputs, outputs=outputs, parameters=body.get("parameters"))
+        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest."""
+        return v1.decode(body, self.inputs(), self.settings.outputs)
 
     def encode_v1(self, response: InferResponse, body: Any) -> dict:
         """The v1 answer; `body` is the request decode_v1 got, for dialects whose answer takes
         the request's form."""
-        outputs = response.outputs
-        if len(outputs) == 1:
-            return {"predictions": outputs[0].data}
-        rows = len(outputs[0].data) if outputs else 0
-        return {"predictions": [{t.name: t.data[i] for t in outputs} for i in range(rows)]}
-
-    def _v1_tensor(self, data: Any) -> Tensor:
-        specs = self.inputs()
-        return _v1_array(specs[0].name if len(specs) == 1 else "input-0", data)
+        return v1.encode(response)
 
     # -- shared by the data plane ---------------------------------------------------------------
     def make_response(self, result: Any, request: InferRequest) -> InferResponse:
@@ -135,6 +102,52 @@ class Model:
         response.id = request.id
         return response
 
+    @classmethod
+    def routes(cls) -> dict[tuple[str, str], Route]:
+        """The REST routes this class answers beside KServe v1 and v2, by (method, path)."""
+        return _routes_of(cls)
+
+
+# -- custom routes --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A REST route a model method answers (see `route`)."""
+
+    method: str
+    path: str
+    handler: str  # the method's name
+    inference: bool  # counted, limited and timed as an inference request
+    error: Callable[[ServingError], Reply] | None  # the route's own error body
+
+
+def route(method: str, path: str, *, inference: bool = True,
+          error: Callable[[ServingError], Reply] | None = None):
+    """Makes a model method the handler of `method path` (MLflow's `POST /invocations`, say).
+
+    The handler is `async def handler(self, request: RouteRequest) -> Reply`, where a Reply is
+    `(status, body bytes, content type)`. With `inference` (the default) the data plane treats
+    the route as an inference request: queue limit, deadline, in-flight count, statistics,
+    metrics and tracing, with `await request.run(fn, *args)` as the inference stage (in the
+    model's threads when it predicts in a thread). Errors are `ServingError`s, answered as
+    `{"error": message}` unless `error` renders them in the route's own format. The route is
+    served when exactly one served model answers it."""
+
+    def mark(function):  # a method may answer several routes: stack the decorators
+        function.__routes__ = (*getattr(function, "__routes__", ()),
+                               (method, path, inference, error))
+        return function
+
+    return mark
+
+
+@cache
+def _routes_of(cls: type) -> dict[tuple[str, str], Route]:
+    found = {}
+    for name in dir(cls):
+        for method, path, inference, error in getattr(getattr(cls, name, None), "__routes__", ()):
+            found[(method, path)] = Route(method, path, name, inference, error)
+    return found
+
 
 def _select(outputs: list[Tensor], requested: list, model: str) -> list[Tensor]:
     by_name = {t.name: t for t in outputs}
@@ -149,23 +162,3 @@ def _select(outputs: list[Tensor], requested: list, model: str) -> list[Tensor]:
             tensor.parameters = {**(tensor.parameters or {}), **want.parameters}
         selected.append(tensor)
     return selected
-
-
-def _v1_array(name: str, data: Any) -> Tensor:
-    try:
-        array = np.asarray(data)
-    except ValueError as exc:
-        raise InvalidInput(f"input '{name}' is not a rectangular array: {exc}") from None
-    if array.dtype == object:
-        raise InvalidInput(f"input '{name}' is not a rectangular array of numbers or strings")
-    return Tensor.from_numpy(name, array)
-
-
-def _columns_of_rows(rows: list[dict]) -> list[Tensor]:
-    names = list(rows[0])
-    if not names:
-        raise InvalidInput("instances given as objects need at least one key")
-    try:
-        return [_v1_array(name, [row[name] for row in rows]) for name in names]
-    except KeyError as exc:
-        raise InvalidInput(f"every instance needs the same keys; one lacks {exc}") from None

@@ -16,15 +16,20 @@ from typing import Any
 
 import uvicorn
 
-from .args import build_parser, parse_args
+from .args import add_runtime_flags, build_parser, flag_settings, parse_args
+from .core.dataplane import DataPlane
+from .core.recorder import Recorder
+from .core.repository import ModelRepository, SettingsSources, latest_version
+from .core.runner import Runner
+from .model import Model
+from .ops.cpus import configure_threads
 from .ops.heap import tune_malloc
 from .ops.logs import access_log, configure_logging
+from .ops.metrics import Metrics
+from .ops import tracing
 from .runtime.registry import can_any_load
-from .ops.cpus import configure_threads
-from .core.dataplane import DataPlane, Limits
+from .settings import SETTINGS_FILE
 from .transports.httpproto import OneWriteHttpToolsProtocol
-from .model import Model
-from .core.repository import SETTINGS_FILE, ModelRepository, apply_settings, latest_version
 from .transports.rest import RestApp
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,14 @@ class Serving:
     models: list[Model]
     root: Path | None = None
     default_class: type[Model] | None = None
+
+
+@dataclass
+class Workers:
+    """What a worker shares with the others when there are several."""
+
+    loaded: Any  # a shared counter of the workers whose models have all loaded
+    metrics: Path  # the folder their metrics snapshots meet in
 
 
 class ModelServer:
@@ -53,22 +66,18 @@ class ModelServer:
               default_class: type[Model] | None = None) -> None:
         threads = configure_threads(self.args.workers)  # before any worker or model starts
         log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
-        for model in models:
-            apply_settings(model, flag_settings(self.args))
         serving = Serving(list(models), root, default_class)
         if self.args.workers == 1:
-            sys.exit(_run_worker(self.args, serving))
-        # Workers write their metrics to files that /metrics, in any worker, sums.
+            sys.exit(_run_worker(self.args, serving, threads))
         with tempfile.TemporaryDirectory(prefix="modelserver-metrics-") as metrics_dir:
-            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-            sys.exit(self._run_workers(serving))
+            sys.exit(self._run_workers(serving, threads, Path(metrics_dir)))
 
-    def _run_workers(self, models: Serving) -> int:
+    def _run_workers(self, serving: Serving, threads: int, metrics_dir: Path) -> int:
         # Spawned, not forked: a child forked after a framework's thread pool has run deadlocks.
         context = multiprocessing.get_context("spawn")
-        loaded = context.Value("i", 0)  # workers whose models have all loaded
+        shared = Workers(context.Value("i", 0), metrics_dir)
         workers = [
-            context.Process(target=_worker_main, args=(self.args, models, loaded),
+            context.Process(target=_worker_main, args=(self.args, serving, threads, shared),
                             name=f"worker-{i}")
             for i in range(self.args.workers)
         ]
@@ -87,15 +96,9 @@ class ModelServer:
         return max((w.exitcode or 0) for w in workers)
 
 
-def flag_settings(args) -> dict[str, Any]:
-    """Flags that override every model's settings."""
-    settings = {"max_batch_size": args.max_batch_size, "max_batch_delay_ms": args.max_batch_delay_ms}
-    return {key: value for key, value in settings.items() if value is not None}
-
-
-def _worker_main(args, models: Serving, loaded) -> None:
+def _worker_main(args, serving: Serving, threads: int, shared: Workers) -> None:
     configure_logging(args.log_level, args.log_format, args.access_log)
-    sys.exit(_run_worker(args, models, loaded))
+    sys.exit(_run_worker(args, serving, threads, shared))
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -110,51 +113,50 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _run_worker(args, serving: Serving, loaded=None) -> int:
-    """One server process: load the models in the background while already answering probes.
-
-    `loaded` counts the workers that have loaded everything, when there are several."""
+def _run_worker(args, serving: Serving, threads: int, shared: Workers | None = None) -> int:
+    """One server process: load the models in the background while already answering probes."""
     tune_malloc()
-    repository = ModelRepository(serving.models, serving.root, serving.default_class,
-                                 flag_settings(args))
-    peers_ready = None if loaded is None else (lambda: loaded.value >= args.workers)
-    limits = Limits(max_queue=args.max_queue_size, max_tensor_elements=args.max_tensor_elements,
-                    request_timeout=args.request_timeout_seconds)
-    dataplane = DataPlane(repository, peers_ready, limits)
+    dataplane: DataPlane
+    metrics = Metrics(lambda: dataplane.loaded_gauges(),
+                      shared.metrics if shared is not None else None)
+
+    def runner(model: Model) -> Runner:
+        return Runner(model, metrics.model(model.name), args.max_tensor_elements)
+
+    sources = SettingsSources(flag_settings(args), {"threads": threads})
+    repository = ModelRepository(runner, serving.models, serving.root, serving.default_class,
+                                 sources)
+    peers_ready = None if shared is None else (lambda: shared.loaded.value >= args.workers)
+    tracer = tracing.Tracer(args.prog) if tracing.wanted(args.enable_tracing) else None
+    dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer), peers_ready)
     state: dict[str, Any] = {"exit_code": 0}
     server: uvicorn.Server
 
     async def load_models() -> None:
-        repository.expect([model.name for model in repository.models() if not model.ready])
         if serving.root is not None and args.load_at_startup:
-            names = repository.on_disk()
-            repository.expect(names)
-            for name in names:  # a model that fails stays UNAVAILABLE; the rest serve
+            for name in repository.on_disk():  # one that fails stays UNAVAILABLE
                 try:
                     await repository.load_from_disk(name)
                 except Exception as exc:
                     log.error("model '%s' failed to load: %s", name, exc)
-        for model in repository.models():
-            if model.ready:
-                continue
-            try:
-                await repository.load(model)
-            except Exception as exc:
-                log.error("model '%s' failed to load: %s", model.name, exc)
-                log.debug("load failure", exc_info=True)
-                state["exit_code"] = 1
-                server.should_exit = True
-                return
-        if loaded is not None:
-            with loaded.get_lock():
-                loaded.value += 1
+        try:
+            await repository.load_given()
+        except Exception as exc:
+            log.error("%s", exc)
+            log.debug("load failure", exc_info=True)
+            state["exit_code"] = 1
+            server.should_exit = True
+            return
+        if shared is not None:
+            with shared.loaded.get_lock():
+                shared.loaded.value += 1
 
     async def on_startup() -> None:
         if args.enable_grpc:  # in this process's event loop, beside uvicorn
-            from .transports import grpc as grpc_server
+            from .transports import grpc
 
             try:
-                state["grpc"] = await grpc_server.start(
+                state["grpc"] = await grpc.start(
                     dataplane, args.host, args.grpc_port,
                     max_message_bytes=args.grpc_max_message_bytes,
                     reuse_port=args.workers > 1)
@@ -162,15 +164,20 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
                 state["exit_code"] = 1
                 raise
             log.info("gRPC on %s (pid %d)", state["grpc"].address, os.getpid())
+        if serving.root is not None and args.load_at_startup:
+            repository.expect(repository.on_disk())  # readiness waits for every folder
         state["loader"] = asyncio.get_running_loop().create_task(load_models())
 
     async def on_shutdown() -> None:
         if "grpc" in state:
             await state["grpc"].stop(args.graceful_shutdown_seconds)
+        if shared is not None:
+            metrics.write_snapshot()  # this worker's last counts stay in the sum
+        if tracer is not None:
+            tracer.shutdown()
 
-    app = RestApp(dataplane, on_startup=on_startup, on_shutdown=on_shutdown,
-                  max_request_bytes=args.max_request_bytes,
-                  routes=runtime_routes(serving))
+    app = RestApp(dataplane, metrics, on_startup=on_startup, on_shutdown=on_shutdown,
+                  max_request_bytes=args.max_request_bytes)
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -193,20 +200,6 @@ def _run_worker(args, serving: Serving, loaded=None) -> int:
     _run_uvloop(server.serve(sockets=[sock]))
     access_log.flush()
     return state["exit_code"]
-
-
-def runtime_routes(serving: Serving) -> dict[str, dict]:
-    """The extra REST routes (Model.routes) of the model classes this worker serves; where two
-    classes claim the same path and method, the first served model's class wins."""
-    classes = [type(model) for model in serving.models]
-    if serving.default_class is not None:
-        classes.append(serving.default_class)
-    routes: dict[str, dict] = {}
-    for cls in dict.fromkeys(classes):
-        for path, methods in getattr(cls, "routes", {}).items():
-            for method, handler in methods.items():
-                routes.setdefault(path, {}).setdefault(method, handler)
-    return routes
 
 
 class DrainingServer(uvicorn.Server):
@@ -238,6 +231,8 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     `--model_dir` holding one model serves it as `--model_name`; holding model folders (or with
     `--multi_model`, or no `model_class`) it is a repository of models."""
     parser = build_parser(prog, description)
+    if model_class is not None:
+        add_runtime_flags(parser, prog, model_class.flags)
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     args = parse_args(parser, argv)
     server = ModelServer(args)

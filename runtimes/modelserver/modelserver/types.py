@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +81,17 @@ class InferResponse:
             if tensor.name == name:
                 return tensor
         raise KeyError(name)
+
+
+# A custom route's answer: (status, body, content type).
+Reply = tuple[int, bytes, str]
+
+
+@dataclass(slots=True)
+class RouteRequest:
+    """What a custom route's handler gets: the body and headers (names lower-case), and `run`,
+    which runs `fn(*args)` as the request's inference stage (`await request.run(fn, *args)`)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    run: Callable[..., Awaitable[Any]]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -91,7 +90,7 @@ class TorchModel(Model):
                                expected="one torch.export archive (.pt2) or TorchScript file "
                                         "(.pt, .pth)")
         signature = read_signature_file(Path(self.model_dir))
-        torch = import_torch()
+        torch = import_torch(self.settings.threads)
         self._torch = torch
         if path.suffix in EXPORT_EXTENSIONS:
             self.platform = "pytorch_export"
@@ -101,11 +100,10 @@ class TorchModel(Model):
             self._load_torchscript(torch, path)
         if signature is not None:
             self._apply_signature(signature, path)
-        if "max_batch_size" not in vars(self):  # not set by a flag or settings.json
-            specs = self.input_specs + self.output_specs
-            batched = (self.declared and bool(self.output_specs)
-                       and all(s.shape and s.shape[0] is None for s in specs))
-            self.max_batch_size = BATCH_ROWS if batched else 0
+        specs = self.input_specs + self.output_specs
+        batched = (self.declared and bool(self.output_specs)
+                   and all(s.shape and s.shape[0] is None for s in specs))
+        self.settings = self.settings.default(max_batch_size=BATCH_ROWS if batched else 0)
         self._warm_up()
         log.info("loaded %s (%s): inputs %s; %d thread(s)", path, self.platform,
                  listing(self.input_specs), torch.get_num_threads())
@@ -375,14 +373,13 @@ _threads = threading.Lock()
 _threads_set = False
 
 
-def import_torch():
+def import_torch(threads: int):
     """torch, with its intra-op threads sized to this worker's share of the CPUs (once)."""
     global _threads_set
     import torch
 
     with _threads:
         if not _threads_set:
-            threads = _worker_threads()
             torch.set_num_threads(threads)
             try:
                 torch.set_num_interop_threads(threads)
@@ -390,14 +387,6 @@ def import_torch():
                 pass  # inter-op work already ran in this process
             _threads_set = True
     return torch
-
-
-def _worker_threads() -> int:
-    try:
-        from modelserver.ops.cpus import worker_threads
-    except ImportError:  # pragma: no cover - an older core
-        return max(1, len(os.sched_getaffinity(0)))
-    return worker_threads()
 
 
 def _archive_info(path: Path) -> dict:

@@ -23,7 +23,7 @@ OUTPUTS = ("predict", "predict_proba")
 
 class SKLearnModel(Model):
     platform = "scikit-learn"
-    max_batch_size = 128  # predict is row-wise: concurrent requests share one call
+    defaults = {"max_batch_size": 128}  # predict is row-wise: concurrent requests share one call
 
     def __init__(self, name: str, model_dir: str):
         super().__init__(name)
@@ -31,9 +31,6 @@ class SKLearnModel(Model):
         self.estimator: Any = None
         self.features: list[str] | None = None
         self.n_features: int | None = None
-        # KServe's switch: v1 answers with probabilities instead of labels.
-        proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
-        self.v1_outputs = ["predict_proba" if proba else "predict"]
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -48,7 +45,10 @@ class SKLearnModel(Model):
         names = getattr(self.estimator, "feature_names_in_", None)
         self.features = None if names is None else [str(n) for n in names]
         self.n_features = getattr(self.estimator, "n_features_in_", None)
-        if self.v1_outputs == ["predict_proba"] and not self._has_proba():
+        # KServe's switch: v1 answers with probabilities instead of labels.
+        proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
+        self.settings = self.settings.default(outputs=("predict_proba" if proba else "predict",))
+        if "predict_proba" in self.settings.outputs and not self._has_proba():
             raise ValueError("PREDICT_PROBA is set but the model has no predict_proba")
         return True
 

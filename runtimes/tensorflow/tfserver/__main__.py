@@ -1,32 +1,21 @@
-import argparse
 import os
 import sys
 
 from modelserver import serve
 
-from .model import INTER_ENV, INTRA_ENV, TFModel
+from .model import TFModel
 
-# TensorFlow Serving's flags that have a meaning here, so a ServingRuntime written for
-# tensorflow/serving works unchanged. Its --port (gRPC) speaks TF Serving's own protocol, which
-# this server does not: like any unknown flag, it is logged and ignored.
+# TensorFlow Serving's flags that have a meaning here under another name, so a ServingRuntime
+# written for tensorflow/serving works unchanged (its thread flags are TFModel's own flags). Its
+# --port (gRPC) speaks TF Serving's own protocol, which this server does not: like any unknown
+# flag, it is logged and ignored.
 RENAMED = {"--model_base_path": "--model_dir", "--rest_api_port": "--http_port"}
-THREAD_FLAGS = {"tensorflow_intra_op_parallelism": INTRA_ENV,
-                "tensorflow_inter_op_parallelism": INTER_ENV}
 
 
 def translate(argv: list[str]) -> list[str]:
-    """TF Serving flags as this server's: renamed, or turned into TensorFlow's thread variables
-    (passed to every worker through the environment; 0 keeps the default)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in THREAD_FLAGS:
-        parser.add_argument(f"--{flag}", type=int, default=None)
-    known, rest = parser.parse_known_args(argv)
-    for flag, variable in THREAD_FLAGS.items():
-        value = getattr(known, flag)
-        if value:
-            os.environ[variable] = str(value)
+    """TF Serving's flags under this server's names."""
     out = []
-    for arg in rest:
+    for arg in argv:
         name, eq, value = arg.partition("=")
         out.append(RENAMED[name] + eq + value if name in RENAMED else arg)
     return out

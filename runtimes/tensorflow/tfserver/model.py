@@ -33,8 +33,8 @@ DEFAULT_SIGNATURE = "serving_default"
 # Rows a merged call may hold when the default signature is batched (every input and output
 # leads with a free dimension, as TensorFlow Serving's batching assumes).
 BATCH_ROWS = 32
-# TensorFlow's own variables for its thread pools; TF Serving's flags set them (see __main__).
-INTRA_ENV, INTER_ENV = "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"
+# TensorFlow Serving's thread flags, which a model's settings.json may also give as parameters.
+INTRA_FLAG, INTER_FLAG = "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"
 
 
 @dataclass(slots=True)
@@ -60,6 +60,11 @@ class TFModel(Model):
     platform = "tensorflow_savedmodel"
     # Signature functions run in C++ without the GIL.
     predict_in_thread = True
+    flags = {
+        INTRA_FLAG: {"type": int, "help": "TensorFlow's intra-op threads (default: the "
+                                          "worker's share of the CPUs)"},
+        INTER_FLAG: {"type": int, "help": "TensorFlow's inter-op threads (default: 2)"},
+    }
 
     def __init__(self, name: str, model_dir: str):
         super().__init__(name)
@@ -79,7 +84,7 @@ class TFModel(Model):
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> bool:
         found = find_model(self.model_dir)  # before importing TensorFlow: a missing file fails fast
-        tf = import_tensorflow()
+        tf = import_tensorflow(self.settings)
         if found.version is not None:
             self.version = found.version
         if found.kind == "keras":
@@ -94,8 +99,8 @@ class TFModel(Model):
         if tf.config.threading.get_inter_op_parallelism_threads() == 1:
             # One inter-op thread cannot run two graphs at once: take requests one at a time.
             self._lock = threading.Lock()
-        if "max_batch_size" not in vars(self):  # not set by a flag or settings.json
-            self.max_batch_size = BATCH_ROWS if self.default.batched else 0
+        self.settings = self.settings.default(
+            max_batch_size=BATCH_ROWS if self.default.batched else 0)
         log.info("loaded %s (%s): signatures %s, serving '%s' by default; %d intra-op and %d "
                  "inter-op thread(s)", found.path, found.kind, ", ".join(self.signatures),
                  self.default.name, tf.config.threading.get_intra_op_parallelism_threads(),
@@ -151,7 +156,8 @@ class TFModel(Model):
         inputs = tfserving.decode(body, signature.inputs, what)
         # Only another signature needs saying: requests with parameters are never batched.
         params = None if signature is self.default else {"signature_name": signature.name}
-        outputs = None if self.v1_outputs is None else [RequestedOutput(n) for n in self.v1_outputs]
+        wanted = self.settings.outputs
+        outputs = None if wanted is None else [RequestedOutput(n) for n in wanted]
         return InferRequest(inputs=inputs, outputs=outputs, parameters=params)
 
     def encode_v1(self, response, body: Any) -> dict:
@@ -208,31 +214,24 @@ def _name(path: Path, folder: Path) -> str:
 _threads_lock = threading.Lock()
 
 
-def import_tensorflow():
-    """TensorFlow, with its thread pools sized for this worker (once per process)."""
+def import_tensorflow(settings):
+    """TensorFlow, with its thread pools sized for this worker (once per process): TF Serving's
+    flags (or settings.json parameters) if given, else the worker's share of the CPUs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO banners from the C++ side
     import tensorflow as tf
 
     with _threads_lock:
-        intra = int(os.environ.get(INTRA_ENV) or 0) or _worker_threads()
+        intra = settings.parameter(INTRA_FLAG) or settings.threads
         # More than one inter-op thread: with one, concurrent calls would queue behind each other
         # (TF Serving's own default is the core count; a small fixed pool avoids oversubscribing
         # a worker that has a share of the CPUs).
-        inter = int(os.environ.get(INTER_ENV) or 0) or 2
+        inter = settings.parameter(INTER_FLAG) or 2
         try:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
             tf.config.threading.set_inter_op_parallelism_threads(inter)
         except RuntimeError:
             pass  # already running: an earlier model in this process has set them
     return tf
-
-
-def _worker_threads() -> int:
-    try:
-        from modelserver.ops.cpus import worker_threads
-    except ImportError:  # pragma: no cover - an older core
-        return max(1, len(os.sched_getaffinity(0)))
-    return worker_threads()
 
 
 def _load_saved_model(tf, path: Path):

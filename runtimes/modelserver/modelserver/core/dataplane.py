@@ -1,26 +1,33 @@
-"""The one data plane: every transport and protocol calls into this."""
+"""The one data plane: every transport and custom route calls into this.
+
+For an inference request, whatever its transport, the data plane finds the model, admits the
+request (queue and tensor limits), keeps its deadline and in-flight count, runs it (batched or
+alone, in the model's threads), maps the model's failures to errors, and records it: the
+transport only decodes, calls and encodes (through a codec it hands over), and gives the call
+back to `record` once the answer is sent."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..ops import metrics
-from . import stats
-from .batching import Batcher
-from ..errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
-from ..model import Model
+from ..errors import InvalidInput, MethodNotAllowed, ModelFailed, ServingError, Unavailable
+from ..model import Route
+from ..protocol.modelconfig import model_config
+from ..types import Reply
+from .call import Call
+from .recorder import Recorder
 from .repository import ModelRepository
-from ..types import InferRequest, InferResponse
+from .runner import Codec, Runner
 
 log = logging.getLogger(__name__)
+
+SERVER_NAME = "modelserver"
+# What `GET /v2` lists, named as Triton names them.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 
 def fetch(uri: str, folder) -> None:
@@ -31,27 +38,17 @@ def fetch(uri: str, folder) -> None:
     except StorageError as exc:
         raise InvalidInput(f"could not fetch {uri}: {exc}") from None
 
-SERVER_NAME = "modelserver"
-
-
-@dataclass(slots=True)
-class Limits:
-    max_queue: int = 1000  # requests inside one model at once; past it, 503
-    max_tensor_elements: int = 100_000_000
-    request_timeout: float = 120.0  # seconds; 0 for none
-
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, peers_ready: Callable[[], bool] | None = None,
-                 limits: Limits | None = None):
+    def __init__(self, repository: ModelRepository, recorder: Recorder,
+                 peers_ready: Callable[[], bool] | None = None):
         self.repository = repository
-        self.limits = limits or Limits()
+        self.recorder = recorder
+        # Whether transports pass the caller's trace context on (only when tracing is on).
+        self.tracing = recorder.tracer is not None
         self.draining = False  # set at SIGTERM: not ready any more, in-flight work finishes
         # With several worker processes, the server is ready only once every one of them is.
         self.peers_ready = peers_ready
-        self.extensions: list[str] = []
-        self.executor = ThreadPoolExecutor(thread_name_prefix="predict")
-        self._batchers: dict[Model, Batcher] = {}
 
     # -- health and metadata --------------------------------------------------------------------
     def live(self) -> bool:
@@ -62,13 +59,13 @@ class DataPlane:
                 and (self.peers_ready is None or self.peers_ready()))
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": self.extensions}
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.repository.get(name, version).ready
+        return self.repository.get(name, version).model.ready
 
     def model_metadata(self, name: str, version: str | None = None) -> dict:
-        model = self.repository.get(name, version)
+        model = self.repository.get(name, version).model
         return {
             "name": model.name,
             "versions": [model.version],
@@ -77,7 +74,16 @@ class DataPlane:
             "outputs": [spec.as_dict() for spec in model.outputs()],
         }
 
-    # -- model repository ---------------------------------------------------------------------
+    def model_config(self, name: str, version: str | None = None) -> dict:
+        model = self.repository.get(name, version).model
+        return model_config(model, self.model_metadata(name, version))
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> dict:
+        """`{"model_stats": [...]}` for one model (404 if unknown) or every model served."""
+        runners = [self.repository.get(name, version)] if name else self.repository.runners()
+        return {"model_stats": [r.stats.as_dict(r.name, r.version) for r in runners]}
+
+    # -- model repository -----------------------------------------------------------------------
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
         return self.repository.index(ready_only)
 
@@ -98,77 +104,62 @@ class DataPlane:
         await self.repository.unload(name)
 
     # -- inference ------------------------------------------------------------------------------
-    async def infer(
-        self, name: str, request: InferRequest, version: str | None = None
-    ) -> InferResponse:
-        model = self.repository.ready_model(name, version)
-        return await self._run(model, request)
+    async def infer(self, call: Call, name: str, version: str | None, codec: Codec) -> Any:
+        """One inference request to model `name`: the codec decodes it for the model and
+        encodes the response into what this returns."""
+        call.inference = True
+        call.model = name
+        return await self._runner(call, name, version).infer(call, codec)
 
-    async def predict_v1(self, name: str, body: Any) -> dict:
-        model = self.repository.ready_model(name)
-        response = await self._run(model, model.decode_v1(body))
-        return model.encode_v1(response, body)
+    def _runner(self, call: Call, name: str, version: str | None) -> Runner:
+        repository = self.repository
+        if repository.knows(name):
+            call.label = name
+        runner = repository.ready(name, version)
+        call.runner = runner
+        return runner
 
-    async def _run(self, model: Model, request: InferRequest) -> InferResponse:
-        limits = self.limits
-        if model.inflight >= limits.max_queue:
-            raise Unavailable(f"model '{model.name}' has {model.inflight} requests waiting, its "
-                              "limit; try again later")
-        elements = sum(tensor.data.size for tensor in request.inputs)
-        if elements > limits.max_tensor_elements:
-            raise InvalidInput(f"the request has {elements} tensor elements, over the limit of "
-                               f"{limits.max_tensor_elements}")
-        request.model_name = model.name
-        model.inflight += 1
-        try:
-            if limits.request_timeout:
-                async with asyncio.timeout(limits.request_timeout):
-                    return await self._infer(model, request)
-            return await self._infer(model, request)
-        except TimeoutError:
-            raise Timeout(f"model '{model.name}' did not answer within "
-                          f"{limits.request_timeout:g}s") from None
-        finally:
-            model.inflight -= 1
-
-    async def _infer(self, model: Model, request: InferRequest) -> InferResponse:
-        try:
-            request = model.preprocess(request)
-            batcher = self._batcher(model)
-            if batcher is None:
-                response = await self._execute(model, request)
-            else:
-                outputs = await batcher.submit(request)
-                response = model.make_response(InferResponse(outputs), request)
-            return model.postprocess(response)
-        except ServingError:
-            raise
-        except Exception as exc:
-            log.exception("model '%s' failed", model.name)
-            raise ModelFailed(f"model '{model.name}' failed: {type(exc).__name__}: {exc}") from None
-
-    async def _execute(self, model: Model, request: InferRequest) -> InferResponse:
-        """One predict call: inline, in a worker thread, or awaited, as the model prefers."""
-        started = time.perf_counter()
-        if model.predict_in_thread:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.executor, model.predict, request)
-        else:
-            result = model.predict(request)
-        if inspect.isawaitable(result):
-            result = await result
-        rows = request.inputs[0].data.shape[:1] if request.inputs else ()
-        seconds, rows = time.perf_counter() - started, rows[0] if rows else 1
-        metrics.record_inference(model.name, rows, seconds)
-        stats.record_execution(model.name, rows, seconds)
-        return model.make_response(result, request)
-
-    def _batcher(self, model: Model) -> Batcher | None:
-        if model.max_batch_size <= 0:
+    async def route(self, call: Call, method: str, path: str, body: bytes,
+                    headers: dict[str, str]) -> Reply | None:
+        """A custom route of a served model (see `modelserver.model.route`); None when no
+        model class served here has a route at `path`."""
+        declared = {r.method for cls in self.repository.model_classes()
+                    for (_, p), r in cls.routes().items() if p == path}
+        if not declared:
             return None
-        batcher = self._batchers.get(model)
-        if batcher is None:
-            batcher = Batcher(model.name, model.max_batch_size, model.max_batch_delay,
-                              lambda request: self._execute(model, request))
-            self._batchers[model] = batcher
-        return batcher
+        if method not in declared:
+            raise MethodNotAllowed(f"method {method} not allowed; use "
+                                   f"{', '.join(sorted(declared))}")
+        served = [(runner, runner.model.routes()[(method, path)])
+                  for runner in self.repository.runners()
+                  if (method, path) in runner.model.routes()]
+        if not served:
+            raise Unavailable(f"no model that answers {path} is ready")
+        if len(served) > 1:
+            names = ", ".join(runner.name for runner, _ in served)
+            raise InvalidInput(f"several models answer {path} ({names}); it serves one: use "
+                               "/v2/models/<name>/infer")
+        runner, route = served[0]
+        call.inference = route.inference
+        call.model = call.label = runner.name
+        if route.inference:
+            self.repository.ready(runner.name)  # 503 while it is loading or going
+            call.runner = runner
+        return await runner.route(call, route, body, headers)
+
+    def route_error(self, method: str, path: str) -> Callable[[ServingError], Reply] | None:
+        """The error renderer of the custom route at `path`, if it has one of its own."""
+        for cls in self.repository.model_classes():
+            route: Route | None = cls.routes().get((method, path))
+            if route is not None:
+                return route.error
+        return None
+
+    def record(self, call: Call) -> None:
+        """The call is answered: record it (statistics, metrics, access log, trace)."""
+        self.recorder.record(call)
+
+    def loaded_gauges(self) -> tuple[int, int]:
+        """In-flight inference requests, and models ready, for the metrics' gauges."""
+        runners = self.repository.runners()
+        return sum(r.inflight for r in runners), self.repository.loaded_count()

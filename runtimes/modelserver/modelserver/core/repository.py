@@ -3,27 +3,28 @@
 `--model_dir` holds either one model (its files at the root, served as `--model_name`) or a
 repository: one folder per model, named as the model, optionally with numbered version folders
 (the highest is served) and a `settings.json`. Loading runs off the event loop and never blocks
-requests to other models; unloading waits for the model's in-flight requests to finish."""
+requests to other models; unloading waits for the model's in-flight requests to finish. Each
+served model is held as the Runner that serves it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..ops import metrics
 from ..errors import InvalidInput, ModelNotFound, ModelNotReady
-from ..ops.heap import freeze_heap, refreeze_heap
 from ..model import Model
+from ..ops.heap import freeze_heap, refreeze_heap
 from ..runtime.registry import model_class_for
+from ..settings import SETTINGS_FILE, read_settings, resolve
+from .runner import Runner
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
 # A model name is one path segment: no separators, no dot-only names, nothing hidden.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 UNLOAD_GRACE_SECONDS = 30.0
@@ -37,108 +38,160 @@ class Unavailable:
     version: str = ""
 
 
+@dataclass(slots=True)
+class SettingsSources:
+    """Where models' settings come from besides their folder: the server's flags (which win)
+    and the server's own defaults (which lose to everything)."""
+
+    flags: Mapping[str, Any]
+    server: Mapping[str, Any]
+
+    def settings_of(self, model_class: type[Model], folder_settings: Mapping[str, Any],
+                    where: str):
+        return resolve((self.flags, "flags"), (folder_settings, where),
+                       (model_class.defaults, f"{model_class.__name__}.defaults"),
+                       (self.server, "server defaults"))
+
+
 class ModelRepository:
-    def __init__(self, models: list[Model] = (), root: Path | None = None,
-                 default_class: type[Model] | None = None,
-                 overrides: dict[str, Any] | None = None):
-        self._models: dict[str, Model] = {}
+    def __init__(self, runner: Callable[[Model], Runner], models: list[Model] = (),
+                 root: Path | None = None, default_class: type[Model] | None = None,
+                 sources: SettingsSources | None = None):
+        self._runner = runner  # makes the Runner of a loaded model
+        self._given: list[Model] = list(models)  # served as given, loaded at start
+        self._models: dict[str, Runner] = {}
         self._unavailable: dict[str, Unavailable] = {}
         self._loading: set[str] = set()
         self.root = root
         self.default_class = default_class
-        self.overrides = overrides or {}  # settings from flags, over each settings.json
-        for model in models:
-            self.add(model)
+        self.sources = sources or SettingsSources({}, {})
+        for model in self._given:
+            model.settings = self.sources.settings_of(type(model), {}, "settings")
+        self.expect([model.name for model in self._given])  # readiness waits for them
 
     # -- lookup ---------------------------------------------------------------------------------
-    def add(self, model: Model) -> None:
-        self._models[model.name] = model
-        self._unavailable.pop(model.name, None)
-
     def names(self) -> list[str]:
         return list(self._models)
 
-    def models(self) -> list[Model]:
+    def runners(self) -> list[Runner]:
         return list(self._models.values())
 
-    def get(self, name: str, version: str | None = None) -> Model:
-        model = self._models.get(name)
-        if model is None:
+    def knows(self, name: str) -> bool:
+        return name in self._models or name in self._unavailable or name in self._loading
+
+    def get(self, name: str, version: str | None = None) -> Runner:
+        runner = self._models.get(name)
+        if runner is None:
             known = self._unavailable.get(name)
             if known is not None and version in (None, known.version):
                 raise ModelNotReady(name, known.reason)
+            if name in self._loading:
+                raise ModelNotReady(name, "it is loading")
             raise ModelNotFound(name, version)
-        if version is not None and version != model.version:
+        if version is not None and version != runner.version:
             raise ModelNotFound(name, version)
-        return model
+        return runner
 
-    def ready_model(self, name: str, version: str | None = None) -> Model:
-        model = self.get(name, version)
-        if not model.ready:
-            raise ModelNotReady(name, "it is loading" if name in self._loading else "it is not ready")
-        return model
+    def ready(self, name: str, version: str | None = None) -> Runner:
+        runner = self.get(name, version)
+        if not runner.model.ready:
+            raise ModelNotReady(name, "it is loading" if name in self._loading
+                                else "it is not ready")
+        return runner
+
+    def model_classes(self) -> list[type[Model]]:
+        """The classes this repository serves or may load, the server's own first."""
+        classes = [self.default_class] if self.default_class is not None else []
+        classes += [type(model) for model in self._given]
+        classes += [type(runner.model) for runner in self._models.values()]
+        return list(dict.fromkeys(classes))
 
     def all_ready(self) -> bool:
-        return not self._loading and all(m.ready for m in self._models.values())
+        return not self._loading and all(r.model.ready for r in self._models.values())
 
     # -- loading --------------------------------------------------------------------------------
-    async def load(self, model: Model) -> None:
-        """Run `model.load()` off the event loop; a False return is a failure."""
-        self._loading.add(model.name)
-        try:
-            loaded = await asyncio.get_running_loop().run_in_executor(None, model.load)
-        finally:
-            self._loading.discard(model.name)
-        if loaded is False:
-            raise RuntimeError(f"model '{model.name}' reported that it failed to load")
-        freeze_heap()
-        model.ready = True
-        self._count_loaded()
-        log.info("model '%s' version %s is ready", model.name, model.version)
+    async def load_given(self) -> None:
+        """Load the models the server was given; the first failure is raised."""
+        for model in self._given:
+            await self._load(model)
 
-    async def load_from_disk(self, name: str) -> Model:
+    async def load_from_disk(self, name: str) -> Runner:
         """(Re)load `<root>/<name>`; the old version keeps serving until the new one is ready."""
         folder = self.folder(name)
         self._loading.add(name)
         try:
-            model = build_model(name, folder, self.default_class, self.overrides)
-            await self.load(model)
+            runner = await self._load(self.build(name, folder), replace=True)
         except Exception as exc:
             if name not in self._models:
                 self._unavailable[name] = Unavailable(f"load failed: {exc}")
             raise
         finally:
             self._loading.discard(name)
-        old = self._models.get(name)
-        self.add(model)
-        if old is not None and old is not model:
+        return runner
+
+    async def _load(self, model: Model, replace: bool = False) -> Runner:
+        """Run `model.load()` off the event loop (a False return is a failure), then serve it."""
+        if not model.ready:
+            self._loading.add(model.name)
+            try:
+                loaded = await asyncio.get_running_loop().run_in_executor(None, model.load)
+            finally:
+                self._loading.discard(model.name)
+            if loaded is False:
+                raise RuntimeError(f"model '{model.name}' reported that it failed to load")
+        self._loading.discard(model.name)
+        model.settings = model.settings.default(max_batch_size=0)  # still open: no batching
+        freeze_heap()
+        model.ready = True
+        runner = self._runner(model)
+        old = self._models.get(model.name)
+        self._models[model.name] = runner
+        self._unavailable.pop(model.name, None)
+        log.info("model '%s' version %s is ready", model.name, model.version)
+        if replace and old is not None:
             await self._retire(old)
             del old  # so that its reference cycles can be collected
             refreeze_heap()
+        return runner
+
+    def build(self, name: str, folder: Path) -> Model:
+        """A model object for one repository folder, with its settings; not yet loaded."""
+        folder_settings = read_settings(folder)
+        model_dir, version = latest_version(folder)
+        runtime = self.sources.flags.get("runtime") or folder_settings.get("runtime")
+        model_class = model_class_for(model_dir, runtime, self.default_class)
+        model = model_class(name, str(model_dir))
+        if version is not None:
+            model.version = version
+        model.settings = self.sources.settings_of(model_class, folder_settings,
+                                                  str(folder / SETTINGS_FILE))
         return model
 
     async def unload(self, name: str) -> None:
         self._require_root()
-        model = self._models.pop(name, None)
-        if model is None:
+        runner = self._models.pop(name, None)
+        if runner is None:
             raise ModelNotFound(name)
-        self._unavailable[name] = Unavailable("unloaded", model.version)
-        await self._retire(model)
-        del model  # so that its reference cycles can be collected
+        self._unavailable[name] = Unavailable("unloaded", runner.version)
+        await self._retire(runner)
+        del runner  # so that its reference cycles can be collected
         refreeze_heap()
         log.info("model '%s' unloaded", name)
 
-    async def _retire(self, model: Model) -> None:
-        """Stop new requests reaching `model`, let in-flight ones finish, then unload it."""
-        model.ready = False
-        deadline = asyncio.get_running_loop().time() + UNLOAD_GRACE_SECONDS
-        while model.inflight and asyncio.get_running_loop().time() < deadline:
+    async def _retire(self, runner: Runner) -> None:
+        """Stop new requests reaching the model, let in-flight ones finish, then unload it."""
+        runner.model.ready = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNLOAD_GRACE_SECONDS
+        while runner.inflight and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        self._count_loaded()
-        await asyncio.get_running_loop().run_in_executor(None, model.unload)
+        runner.close()
+        # Handed over in a list the thread empties: a pool thread may still hold what it ran
+        # for a moment after the result is in, and the model must be collectable at once.
+        await loop.run_in_executor(None, _unload, [runner.model])
 
-    def _count_loaded(self) -> None:
-        metrics.MODELS_LOADED.set(sum(m.ready for m in self._models.values()))
+    def loaded_count(self) -> int:
+        return sum(r.model.ready for r in self._models.values())
 
     # -- the repository on disk -----------------------------------------------------------------
     def folder(self, name: str) -> Path:
@@ -175,11 +228,11 @@ class ModelRepository:
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         entries = []
         for name in sorted({*self._models, *self._unavailable, *self._loading, *self.on_disk()}):
-            model = self._models.get(name)
+            runner = self._models.get(name)
             if name in self._loading:
-                state, reason, version = "LOADING", "", model.version if model else ""
-            elif model is not None and model.ready:
-                state, reason, version = "READY", "", model.version
+                state, reason, version = "LOADING", "", runner.version if runner else ""
+            elif runner is not None and runner.model.ready:
+                state, reason, version = "READY", "", runner.version
             else:
                 known = self._unavailable.get(name, Unavailable("not loaded"))
                 state, reason, version = "UNAVAILABLE", known.reason, known.version
@@ -189,17 +242,8 @@ class ModelRepository:
         return entries
 
 
-def read_settings(folder: Path) -> dict[str, Any]:
-    path = folder / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    return settings
+def _unload(holder: list[Model]) -> None:
+    holder.pop().unload()
 
 
 def latest_version(folder: Path) -> tuple[Path, str | None]:
@@ -209,26 +253,3 @@ def latest_version(folder: Path) -> tuple[Path, str | None]:
         return folder, None
     newest = max(versions, key=lambda p: int(p.name))
     return newest, newest.name
-
-
-def build_model(name: str, folder: Path, default_class: type[Model] | None,
-                overrides: dict[str, Any] | None = None) -> Model:
-    """A model object for one repository folder, with its settings applied; not yet loaded."""
-    settings = {**read_settings(folder), **(overrides or {})}
-    model_dir, version = latest_version(folder)
-    model_class = model_class_for(model_dir, settings.get("runtime"), default_class)
-    model = model_class(name, str(model_dir))
-    if version is not None:
-        model.version = version
-    apply_settings(model, settings)
-    model.settings = settings
-    return model
-
-
-def apply_settings(model: Model, settings: dict[str, Any]) -> None:
-    if "max_batch_size" in settings:
-        model.max_batch_size = int(settings["max_batch_size"])
-    if "max_batch_delay_ms" in settings:
-        model.max_batch_delay = float(settings["max_batch_delay_ms"]) / 1000
-    if "outputs" in settings:  # the outputs a v1 request gets
-        model.v1_outputs = list(settings["outputs"])

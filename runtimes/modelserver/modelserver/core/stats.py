@@ -1,22 +1,26 @@
-"""Per-model inference statistics in Triton's shape, for `GET /v2/models[/{name}]/stats` and
-the ModelStatistics rpc (perf_analyzer reads them to split latency into its parts).
+"""Triton's per-model statistics (the statistics extension), with Triton's meaning, for
+`GET /v2/models[/{name}]/stats` and the ModelStatistics rpc. perf_analyzer reads them to split
+latency into its parts, and refuses counts that disagree.
 
-Recording is a dict lookup and a few integer adds, with no lock: every update runs on the
-worker's event loop. Each worker process counts its own requests.
+Per request (for successful ones, the same count in each):
+- `success`/`fail`: requests answered, and their whole time in the server;
+- `queue`: waiting for a batch or a thread, once ready to run;
+- `compute_input`: decoding and preprocessing;
+- `compute_infer`: the framework call that served the request (a merged batch's whole call);
+- `compute_output`: postprocessing and encoding.
+Per framework call: `execution_count`, `inference_count` (rows) and `batch_stats` by batch size,
+whose compute_input and compute_output are merging requests into the batch and splitting its
+outputs.
 
-- `success`/`fail`: inference requests answered, and the time each spent in the server.
-- `compute_input`/`compute_output`: turning the request into tensors, and the response into
-  bytes (v2 requests only).
-- `compute_infer`: model executions (predict); a batch of merged requests is one execution.
-- `queue`: time requests waited for a batch, for models that batch.
-- `inference_count` counts rows (a batch of n is n inferences), `execution_count` model calls,
-  and `batch_stats` the executions of each batch size.
-"""
+Recording is a few integer adds, with no lock: every update runs on the event loop. State lives
+in the data plane, one `ModelStats` per served model version; each worker counts its own."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+NS = 1_000_000_000
 
 
 class Duration:
@@ -26,12 +30,21 @@ class Duration:
         self.count = 0
         self.ns = 0
 
-    def add(self, ns: int) -> None:
+    def add(self, seconds: float) -> None:
         self.count += 1
-        self.ns += ns
+        self.ns += int(seconds * NS)
 
     def as_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
+
+
+class BatchStats:
+    __slots__ = ("compute_input", "compute_infer", "compute_output")
+
+    def __init__(self) -> None:
+        self.compute_input = Duration()
+        self.compute_infer = Duration()
+        self.compute_output = Duration()
 
 
 class ModelStats:
@@ -48,9 +61,34 @@ class ModelStats:
         self.compute_input = Duration()
         self.compute_infer = Duration()
         self.compute_output = Duration()
-        self.batches: dict[int, Duration] = {}  # batch size -> its executions
+        self.batches: dict[int, BatchStats] = {}
+
+    def request(self, call, ended: float) -> None:
+        """One inference request answered (its stages from the call's timestamps), or failed."""
+        if call.status != 200:
+            self.fail.add(ended - call.started)
+            return
+        self.success.add(ended - call.started)
+        self.compute_input.add(call.queued - call.decoding)
+        self.queue.add(call.running - call.queued)
+        self.compute_infer.add(call.ran - call.running)
+        self.compute_output.add(call.encoded - call.ran)
+
+    def execution(self, rows: int, merge: float, infer: float, split: float) -> None:
+        """One framework call of `rows` rows, and the seconds spent merging its requests,
+        running it, and splitting its outputs."""
+        self.execution_count += 1
+        self.inference_count += rows
+        self.last_inference = time.time_ns() // 1_000_000
+        batch = self.batches.get(rows)
+        if batch is None:
+            batch = self.batches[rows] = BatchStats()
+        batch.compute_input.add(merge)
+        batch.compute_infer.add(infer)
+        batch.compute_output.add(split)
 
     def as_dict(self, name: str, version: str) -> dict[str, Any]:
+        zero = {"count": 0, "ns": 0}
         return {
             "name": name,
             "version": version,
@@ -64,77 +102,15 @@ class ModelStats:
                 "compute_input": self.compute_input.as_dict(),
                 "compute_infer": self.compute_infer.as_dict(),
                 "compute_output": self.compute_output.as_dict(),
-                "cache_hit": {"count": 0, "ns": 0},
-                "cache_miss": {"count": 0, "ns": 0},
+                "cache_hit": zero,
+                "cache_miss": zero,
             },
             "batch_stats": [
                 {"batch_size": size,
-                 "compute_input": {"count": 0, "ns": 0},
-                 "compute_infer": duration.as_dict(),
-                 "compute_output": {"count": 0, "ns": 0}}
-                for size, duration in sorted(self.batches.items())
+                 "compute_input": batch.compute_input.as_dict(),
+                 "compute_infer": batch.compute_infer.as_dict(),
+                 "compute_output": batch.compute_output.as_dict()}
+                for size, batch in sorted(self.batches.items())
             ],
             "memory_usage": [],
         }
-
-
-_MODELS: dict[str, ModelStats] = {}
-
-
-def of(name: str) -> ModelStats:
-    stats = _MODELS.get(name)
-    if stats is None:
-        stats = _MODELS[name] = ModelStats()
-    return stats
-
-
-def record_success(name: str, total_ns: int, input_ns: int = -1, output_ns: int = -1) -> None:
-    """A request answered; `input_ns`/`output_ns` when the transport timed its codec."""
-    stats = _MODELS.get(name) or of(name)
-    duration = stats.success
-    duration.count += 1  # inlined Duration.add: this runs for every request
-    duration.ns += total_ns
-    if input_ns >= 0:
-        duration = stats.compute_input
-        duration.count += 1
-        duration.ns += input_ns
-    if output_ns >= 0:
-        duration = stats.compute_output
-        duration.count += 1
-        duration.ns += output_ns
-
-
-def record_failure(name: str, total_ns: int) -> None:
-    of(name).fail.add(total_ns)
-
-
-def record_execution(name: str, rows: int, seconds: float) -> None:
-    """One model execution of `rows` rows: called by the data plane."""
-    stats = of(name)
-    ns = int(seconds * 1e9)
-    stats.compute_infer.add(ns)
-    stats.execution_count += 1
-    stats.inference_count += rows
-    stats.last_inference = time.time_ns() // 1_000_000
-    batch = stats.batches.get(rows)
-    if batch is None:
-        batch = stats.batches[rows] = Duration()
-    batch.add(ns)
-
-
-def record_queue(name: str, seconds: float) -> None:
-    of(name).queue.add(int(seconds * 1e9))
-
-
-def statistics(dataplane, name: str | None = None, version: str | None = None) -> dict:
-    """`{"model_stats": [...]}` for one model (404 if unknown) or every model served."""
-    repository = dataplane.repository
-    if name:
-        models = [repository.get(name, version)]
-    else:
-        models = repository.models()
-    return {"model_stats": [of(m.name).as_dict(m.name, m.version) for m in models]}
-
-
-def forget(name: str) -> None:
-    _MODELS.pop(name, None)

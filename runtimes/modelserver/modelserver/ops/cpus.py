@@ -52,11 +52,6 @@ def threads_per_worker(workers: int, cpus: float | None = None) -> int:
     return max(1, math.floor(cpus / max(1, workers)))
 
 
-def worker_threads() -> int:
-    """The thread budget of this worker, for runtimes to pass to their framework."""
-    return int(os.environ.get("OMP_NUM_THREADS") or threads_per_worker(1))
-
-
 def configure_threads(workers: int) -> int:
     """Set every thread-pool variable the user has not set, and resize pools already loaded."""
     threads = threads_per_worker(workers)

@@ -3,7 +3,8 @@ model configuration, statistics and repository rpcs, plus gRPC health checking a
 reflection.
 
 It runs on grpc.aio in the worker's own event loop, beside uvicorn, and calls the same data
-plane as REST, so both transports share models, batching, limits and errors. Each worker
+plane as REST, so both transports share models, batching, limits, errors and the recording of
+every call. Each worker
 process starts its own server after it is spawned; several workers share the port with
 SO_REUSEPORT, as they share the HTTP port."""
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
@@ -22,13 +22,12 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..ops import metrics
-from ..core import stats
-from ..protocol import v2grpc
+from ..core.call import GRPC, Call
 from ..core.dataplane import DataPlane
 from ..errors import ModelNotReady, ServingError
-from ..ops.logs import access_log
-from ..protocol.modelconfig import model_config
+from ..model import Model
+from ..ops.tracing import carrier
+from ..protocol import v2grpc
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto.grpc_service_pb2_grpc import (
     GRPCInferenceServiceServicer,
@@ -59,26 +58,45 @@ def status_code(status: int) -> grpc.StatusCode:
 
 
 def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Errors become status codes with REST's messages; every call gets an access-log line."""
-    name = method.__name__
+    """Each call is a data-plane Call, recorded when it ends; errors become status codes with
+    REST's messages."""
+    path = f"/{SERVICE}/{method.__name__}"
 
     @wraps(method)
     async def handler(self: InferenceServicer, request, context):
-        started = time.perf_counter()
-        status = 200
+        call = Call(GRPC, "GRPC", path)
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context, call)
         except ServingError as exc:
-            status = exc.status
-            await context.abort(status_code(exc.status), exc.message)
+            call.status = exc.status
+            code, message = status_code(exc.status), exc.message
         except Exception:
-            status = 500
-            log.exception("unhandled error in %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-        finally:
-            access_log("GRPC", f"/{SERVICE}/{name}", None, status, time.perf_counter() - started)
+            log.exception("unhandled error in %s", path)
+            call.status = 500
+            code, message = grpc.StatusCode.INTERNAL, "internal server error"
+        else:
+            self.dataplane.record(call)
+            return reply
+        # Recorded before the error goes out: once the client has it, the call has happened.
+        self.dataplane.record(call)
+        await context.abort(code, message)
 
     return handler
+
+
+class GrpcCodec:
+    """A ModelInferRequest to the data plane's types, and the response to a ModelInferResponse."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: pb.ModelInferRequest):
+        self.message = message
+
+    def decode(self, model: Model):
+        return v2grpc.decode_request(self.message)
+
+    def encode(self, response) -> pb.ModelInferResponse:
+        return v2grpc.encode_response(response)
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
@@ -87,15 +105,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     # -- health and metadata --------------------------------------------------------------------
     @_rpc
-    async def ServerLive(self, request, context):
+    async def ServerLive(self, request, context, call):
         return pb.ServerLiveResponse(live=self.dataplane.live())
 
     @_rpc
-    async def ServerReady(self, request, context):
+    async def ServerReady(self, request, context, call):
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     @_rpc
-    async def ModelReady(self, request, context):
+    async def ModelReady(self, request, context, call):
         try:
             ready = self.dataplane.model_ready(request.name, request.version or None)
         except ModelNotReady:  # known, but unloaded or failed: not ready rather than an error
@@ -103,80 +121,50 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=ready)
 
     @_rpc
-    async def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context, call):
         return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
 
     @_rpc
-    async def ModelMetadata(self, request, context):
+    async def ModelMetadata(self, request, context, call):
         metadata = self.dataplane.model_metadata(request.name, request.version or None)
         return v2grpc.metadata_response(metadata)
 
     @_rpc
-    async def ModelConfig(self, request, context):
-        config = model_config(self.dataplane, request.name, request.version or None)
+    async def ModelConfig(self, request, context, call):
+        config = self.dataplane.model_config(request.name, request.version or None)
         return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
 
     @_rpc
-    async def ModelStatistics(self, request, context):
-        found = stats.statistics(self.dataplane, request.name or None, request.version or None)
+    async def ModelStatistics(self, request, context, call):
+        found = self.dataplane.statistics(request.name or None, request.version or None)
         return json_format.ParseDict(found, pb.ModelStatisticsResponse(),
                                      ignore_unknown_fields=True)
 
     # -- model repository -----------------------------------------------------------------------
     @_rpc
-    async def RepositoryIndex(self, request, context):
+    async def RepositoryIndex(self, request, context, call):
         entries = self.dataplane.repository_index(ready_only=request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
 
     @_rpc
-    async def RepositoryModelLoad(self, request, context):
+    async def RepositoryModelLoad(self, request, context, call):
         parameters = _repository_parameters(request.parameters)
         await self.dataplane.load_model(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
-    async def RepositoryModelUnload(self, request, context):
+    async def RepositoryModelUnload(self, request, context, call):
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference ------------------------------------------------------------------------------
-    async def ModelInfer(self, request: pb.ModelInferRequest, context):
-        started = time.perf_counter()
-        name = request.model_name
-        metrics.INFLIGHT.inc()
-        try:
-            infer_request = v2grpc.decode_request(request)
-            decoded = time.perf_counter()
-            response = await self.dataplane.infer(name, infer_request,
-                                                  request.model_version or None)
-            answered = time.perf_counter()
-            reply = v2grpc.encode_response(response)
-        except ServingError as exc:
-            self.failed(name, exc.status, started)
-            await context.abort(status_code(exc.status), exc.message)
-        except Exception:
-            log.exception("unhandled error in ModelInfer")
-            self.failed(name, 500, started)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-        finally:
-            metrics.INFLIGHT.dec()
-        done = time.perf_counter()
-        seconds = done - started
-        metrics.record_request(name, "grpc", 200, seconds)
-        stats.record_success(name, int(seconds * 1e9), int((decoded - started) * 1e9),
-                             int((done - answered) * 1e9))
-        access_log("GRPC", INFER_PATH, name, 200, seconds)
-        return reply
-
-    def failed(self, name: str, status: int, started: float) -> None:
-        seconds = time.perf_counter() - started
-        # A name is a metrics label only if it is a model's: clients choose what they send.
-        known = name in self.dataplane.repository.names()
-        metrics.record_request(name if known else "", "grpc", status, seconds)
-        if known:
-            stats.record_failure(name, int(seconds * 1e9))
-        access_log("GRPC", INFER_PATH, name, status, seconds)
+    @_rpc
+    async def ModelInfer(self, request: pb.ModelInferRequest, context, call):
+        if self.dataplane.tracing:
+            call.trace = carrier(context.invocation_metadata() or ())
+        return await self.dataplane.infer(call, request.model_name, request.model_version or None,
+                                          GrpcCodec(request))
 
 
 def _repository_parameters(parameters) -> dict[str, Any] | None:

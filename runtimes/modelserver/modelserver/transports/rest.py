@@ -2,13 +2,13 @@
 
 No framework sits between uvicorn and the handlers: routing is a dict lookup or one regex, and
 bodies go straight to orjson. A framework's per-request machinery would cost more than the
-predict call of a small model."""
+predict call of a small model. Every request becomes a `Call` that the data plane records once
+the answer is sent."""
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
@@ -16,22 +16,16 @@ from typing import Any
 
 import orjson
 
-from ..protocol import binary
-from ..core import stats
-from ..protocol import v2json
-from ..core.dataplane import DataPlane
-from ..ops.logs import access_log
 from .. import __version__
-from ..ops import metrics
-from ..protocol.modelconfig import model_config
-from ..errors import (
-    InvalidInput,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    ServingError,
-    Unavailable,
-)
+from ..core.call import Call
+from ..core.dataplane import DataPlane
+from ..errors import InvalidInput, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError, \
+    Unavailable
+from ..model import Model
+from ..ops.metrics import Metrics
+from ..ops.tracing import carrier
+from ..protocol import binary, v2json
+from ..types import InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +33,6 @@ log = logging.getLogger(__name__)
 Reply = tuple[int, bytes] | tuple[int, bytes, list[tuple[bytes, bytes]]]
 Handler = Callable[..., Awaitable[Reply]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
-# What `GET /v2` lists, named as Triton names them.
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 _V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
 _V2_MODEL = re.compile(
@@ -91,21 +83,81 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
 
 
+# -- codecs: a request's body to the data plane's types, and its response back ------------------
+class _Body:
+    """A request body as sent: decompressed (Content-Encoding) when decoded."""
+
+    __slots__ = ("body", "headers", "limit")
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]], limit: int):
+        self.body = body
+        self.headers = headers
+        self.limit = limit
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def content(self) -> bytes:
+        encoding = self.header(binary.CONTENT_ENCODING)
+        if encoding is None:
+            return self.body
+        return binary.decompress(self.body, encoding, self.limit)
+
+
+class V1Codec(_Body):
+    """KServe v1 (or the model's own v1 dialect): JSON in, JSON out."""
+
+    __slots__ = ("model", "parsed")
+
+    def decode(self, model: Model):
+        self.model = model
+        self.parsed = parse_json(self.content())
+        return model.decode_v1(self.parsed)
+
+    def encode(self, response: InferResponse) -> Reply:
+        return _ok(self.model.encode_v1(response, self.parsed))
+
+
+class V2Codec(_Body):
+    """The Open Inference Protocol: JSON, or JSON and raw tensors (binary tensor extension)."""
+
+    __slots__ = ("raw_outputs",)
+
+    def decode(self, model: Model):
+        header_length = self.header(binary.HEADER_LENGTH)
+        body = self.content()
+        if header_length is None:
+            request = v2json.decode_request(parse_json(body))
+        else:
+            request = binary.decode_request(body, header_length)
+        self.raw_outputs = binary.binary_outputs(request)
+        return request
+
+    def encode(self, response: InferResponse) -> Reply:
+        if self.raw_outputs is None:
+            return 200, v2json.encode_response(response)
+        payload, json_size = binary.encode_response(response, self.raw_outputs)
+        return 200, payload, [(b"content-type", binary.OCTET_STREAM),
+                              (binary.HEADER_LENGTH, b"%d" % json_size)]
+
+
 class RestApp:
     def __init__(
         self,
         dataplane: DataPlane,
+        metrics: Metrics,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         max_request_bytes: int = 256 * 1024 * 1024,
-        routes: dict[str, dict[str, Handler]] | None = None,
     ):
         self.dataplane = dataplane
+        self.metrics_store = metrics
         self.max_request_bytes = max_request_bytes
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
-        if not dataplane.extensions:
-            dataplane.extensions.extend(EXTENSIONS)
         # Fixed paths: path -> {method: handler}.
         self.static: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root},
@@ -118,9 +170,6 @@ class RestApp:
             "/metrics": {"GET": self.metrics},
             "/openapi.json": {"GET": self.openapi},
         }
-        # A runtime's own fixed paths (Model.routes): their handlers get the body and headers.
-        self.routes = {path: methods for path, methods in (routes or {}).items()
-                       if path not in self.static}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -129,67 +178,47 @@ class RestApp:
             await self.lifespan(receive, send)
 
     async def http(self, scope, receive, send) -> None:
-        started = time.perf_counter()
-        metrics.INFLIGHT.inc()
+        path, method = scope["path"], scope["method"]
+        call = Call(path[1:3], method, path)  # "v1"/"v2": the protocol, for inference calls
         headers = JSON_HEADERS
         try:
-            reply = await self.dispatch(scope, receive)
+            reply = await self.dispatch(scope, receive, call)
             status, payload = reply[0], reply[1]
             if len(reply) > 2:
                 headers = reply[2]
         except ServingError as exc:
-            status, payload = exc.status, error_body(exc.message)
+            call.status = status = exc.status
+            payload = error_body(exc.message)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            status, payload = 500, error_body("internal server error")
-        finally:
-            metrics.INFLIGHT.dec()
+            log.exception("unhandled error on %s %s", method, path)
+            call.status = status = 500
+            payload = error_body("internal server error")
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", b"%d" % len(payload))]})
         await send({"type": "http.response.body", "body": payload})
-        self.record(scope, status, time.perf_counter() - started)
+        self.dataplane.record(call)
 
-    def record(self, scope, status: int, seconds: float) -> None:
-        # Only inference calls are counted per model; a 404's name is the client's, not ours.
-        model = scope.get("model")
-        if model is not None:
-            if status == 200:
-                metrics.record_request(model, scope["path"][1:3], status, seconds)
-                stats.record_success(model, int(seconds * 1e9), scope.get("input_ns", -1),
-                                     scope.get("output_ns", -1))
-            else:
-                # A label only for a model's name: a failed request's name is the client's.
-                known = model in self.dataplane.repository.names()
-                metrics.record_request(model if known else "", scope["path"][1:3], status,
-                                       seconds)
-                if known:
-                    stats.record_failure(model, int(seconds * 1e9))
-        access_log(scope["method"], scope["path"], model, status, seconds)
-
-    async def dispatch(self, scope, receive) -> tuple[int, bytes]:
+    async def dispatch(self, scope, receive, call: Call) -> Reply:
         path, method = scope["path"], scope["method"]
         methods = self.static.get(path)
         if methods is not None:
             return await _pick(methods, method)(receive)
-        methods = self.routes.get(path)
-        if methods is not None:
-            handler = _pick(methods, method)
-            body = await read_body(receive, self.max_request_bytes)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            return await handler(self.dataplane, body, headers)
+        if self.dataplane.tracing:
+            call.trace = carrier(scope["headers"])
         if match := _V2_MODEL.fullmatch(path):
             name, version, action = match.groups()
             if action == "infer":
                 _allow(method, "POST")
-                scope["model"] = name
-                return await self.v2_infer(scope, receive, name, version)
+                body = await read_body(receive, self.max_request_bytes)
+                codec = V2Codec(body, scope["headers"], self.max_request_bytes)
+                return await self.dataplane.infer(call, name, version, codec)
             _allow(method, "GET")
             if action == "ready":
                 return self.v2_model_ready(name, version)
             if action == "config":
-                return _ok(model_config(self.dataplane, name, version))
+                return _ok(self.dataplane.model_config(name, version))
             if action == "stats":
-                return _ok(stats.statistics(self.dataplane, name, version))
+                return _ok(self.dataplane.statistics(name, version))
             return _ok(self.dataplane.model_metadata(name, version))
         if match := _REPOSITORY_MODEL.fullmatch(path):
             _allow(method, "POST")
@@ -198,90 +227,78 @@ class RestApp:
             name, action = match.groups()
             if action == "predict":
                 _allow(method, "POST")
-                scope["model"] = name
-                return await self.v1_predict(receive, name)
+                body = await read_body(receive, self.max_request_bytes)
+                codec = V1Codec(body, scope["headers"], self.max_request_bytes)
+                return await self.dataplane.infer(call, name, None, codec)
             _allow(method, "GET")
             return self.v1_model_ready(name)
-        raise NotFound(f"no route for {path}")
+        return await self.custom_route(scope, receive, call)
+
+    async def custom_route(self, scope, receive, call: Call) -> Reply:
+        """A route a served model declares (MLflow's /invocations, say)."""
+        path, method = scope["path"], scope["method"]
+        call.protocol = path
+        try:
+            body = await read_body(receive, self.max_request_bytes)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            reply = await self.dataplane.route(call, method, path, body, headers)
+        except ServingError as exc:
+            render = self.dataplane.route_error(method, path)
+            if render is None:
+                raise
+            call.status = exc.status
+            reply = render(exc)
+        if reply is None:
+            raise NotFound(f"no route for {path}")
+        status, payload, content_type = reply
+        call.status = status
+        return status, payload, [(b"content-type", content_type.encode())]
 
     # -- v1 -------------------------------------------------------------------------------------
-    async def root(self, receive) -> tuple[int, bytes]:
+    async def root(self, receive) -> Reply:
         return _ok({"status": "alive"})
 
-    async def v1_list(self, receive) -> tuple[int, bytes]:
+    async def v1_list(self, receive) -> Reply:
         return _ok({"models": self.dataplane.repository.names()})
 
-    def v1_model_ready(self, name: str) -> tuple[int, bytes]:
+    def v1_model_ready(self, name: str) -> Reply:
         if not self.dataplane.model_ready(name):
             raise Unavailable(f"model '{name}' is not ready")
         return _ok({"name": name, "ready": True})
 
-    async def v1_predict(self, receive, name: str) -> tuple[int, bytes]:
-        body = parse_json(await read_body(receive, self.max_request_bytes))
-        return _ok(await self.dataplane.predict_v1(name, body))
-
     # -- v2 -------------------------------------------------------------------------------------
-    async def v2_metadata(self, receive) -> tuple[int, bytes]:
+    async def v2_metadata(self, receive) -> Reply:
         return _ok(self.dataplane.server_metadata())
 
-    async def v2_live(self, receive) -> tuple[int, bytes]:
+    async def v2_live(self, receive) -> Reply:
         return _ok({"live": self.dataplane.live()})
 
-    async def v2_ready(self, receive) -> tuple[int, bytes]:
+    async def v2_ready(self, receive) -> Reply:
         if not self.dataplane.ready():
             raise Unavailable("the server is not ready: not every model has loaded")
         return _ok({"ready": True})
 
-    def v2_model_ready(self, name: str, version: str | None) -> tuple[int, bytes]:
+    def v2_model_ready(self, name: str, version: str | None) -> Reply:
         if not self.dataplane.model_ready(name, version):
             raise Unavailable(f"model '{name}' is not ready")
         return _ok({"name": name, "ready": True})
-
-    async def v2_infer(self, scope, receive, name: str, version: str | None) -> Reply:
-        body = await read_body(receive, self.max_request_bytes)
-        started = time.perf_counter()
-        header_length = encoding = None
-        for key, value in scope["headers"]:
-            if key == binary.HEADER_LENGTH:
-                header_length = value
-            elif key == binary.CONTENT_ENCODING:
-                encoding = value
-        if encoding is not None:
-            body = binary.decompress(body, encoding, self.max_request_bytes)
-        if header_length is None:
-            request = v2json.decode_request(parse_json(body))
-        else:
-            request = binary.decode_request(body, header_length)
-        raw_outputs = binary.binary_outputs(request)
-        decoded = time.perf_counter()
-        response = await self.dataplane.infer(name, request, version)
-        answered = time.perf_counter()
-        if raw_outputs is None:
-            reply: Reply = 200, v2json.encode_response(response)
-        else:
-            payload, json_size = binary.encode_response(response, raw_outputs)
-            reply = 200, payload, [(b"content-type", binary.OCTET_STREAM),
-                                   (binary.HEADER_LENGTH, b"%d" % json_size)]
-        scope["input_ns"] = int((decoded - started) * 1e9)
-        scope["output_ns"] = int((time.perf_counter() - answered) * 1e9)
-        return reply
 
     async def openapi(self, receive) -> Reply:
         return 200, openapi_document()
 
     async def all_stats(self, receive) -> Reply:
-        return _ok(stats.statistics(self.dataplane))
+        return _ok(self.dataplane.statistics())
 
     async def metrics(self, receive) -> Reply:
-        body, content_type = metrics.exposition()
+        body, content_type = self.metrics_store.exposition()
         return 200, body, [(b"content-type", content_type.encode())]
 
     # -- model repository extension ------------------------------------------------------------
-    async def repository_index(self, receive) -> tuple[int, bytes]:
+    async def repository_index(self, receive) -> Reply:
         body = _optional_json(await read_body(receive, self.max_request_bytes))
         return _ok(self.dataplane.repository_index(ready_only=bool(body.get("ready"))))
 
-    async def repository_action(self, receive, name: str, action: str) -> tuple[int, bytes]:
+    async def repository_action(self, receive, name: str, action: str) -> Reply:
         body = _optional_json(await read_body(receive, self.max_request_bytes))
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):

@@ -1,0 +1,183 @@
+"""How the data plane runs one served model version: admission (its queue limit and the tensor
+limit), the deadline, the in-flight count, preprocess, batching or a lone framework call in the
+model's own threads, postprocess, and the stage timestamps of every request."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from time import perf_counter
+from typing import Any, Protocol
+
+from ..errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
+from ..model import Model, Route
+from ..ops.metrics import ModelMetrics
+from ..types import InferRequest, InferResponse, Reply, RouteRequest
+from .batching import Batcher, run_alone
+from .call import Call
+from .stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+
+class Codec(Protocol):
+    """A transport's codec for one request: its body to an InferRequest, and the response to
+    what the transport sends."""
+
+    def decode(self, model: Model) -> InferRequest: ...
+
+    def encode(self, response: InferResponse) -> Any: ...
+
+
+class Runner:
+    def __init__(self, model: Model, metrics: ModelMetrics, max_tensor_elements: int):
+        self.model = model
+        self.name = model.name
+        self.version = model.version
+        self.settings = settings = model.settings
+        self.metrics = metrics
+        self.stats = ModelStats()
+        self.max_tensor_elements = max_tensor_elements
+        self.inflight = 0  # requests inside now; unloading waits for them
+        # A pool of the model's own: a model whose predict hangs holds only its own threads.
+        self.executor = (ThreadPoolExecutor(thread_name_prefix=f"predict-{model.name}")
+                         if model.predict_in_thread else None)
+        self.batcher = (Batcher(settings.batch_rows, settings.max_batch_delay, self._execute,
+                                self._executed)
+                        if settings.batch_rows > 0 else None)
+        # The base class's preprocess and postprocess return their argument: skipped.
+        self._preprocess = _overridden(model, "preprocess")
+        self._postprocess = _overridden(model, "postprocess")
+
+    # -- inference ------------------------------------------------------------------------------
+    async def infer(self, call: Call, codec: Codec) -> Any:
+        """Decode, run and encode one request within the model's limits and deadline."""
+        self._admit()
+        self.inflight += 1
+        try:
+            call.decoding = perf_counter()
+            request = codec.decode(self.model)
+            self._check_size(request)
+            request.model_name = self.name
+            response = await self._within_deadline(self._predict(request, call))
+            reply = codec.encode(response)
+            call.encoded = perf_counter()
+            return reply
+        finally:
+            self.inflight -= 1
+
+    async def _predict(self, request: InferRequest, call: Call) -> InferResponse:
+        model = self.model
+        try:
+            if self._preprocess is not None:
+                request = await _maybe_await(self._preprocess(request))
+            call.queued = perf_counter()
+            if self.batcher is not None:
+                outputs = await self.batcher.submit(request, call)
+                response = model.make_response(InferResponse(outputs), request)
+            else:
+                response = await run_alone(self._execute, self._executed, request, call)
+            if self._postprocess is not None:
+                response = await _maybe_await(self._postprocess(response))
+            return response
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from None
+
+    async def _execute(self, request: InferRequest) -> InferResponse:
+        """One framework call: inline, in the model's threads, or awaited, as it prefers."""
+        result = await self._call(self.model.predict, request)
+        return self.model.make_response(result, request)
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self.executor is not None:
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, function,
+                                                                      *args)
+        else:
+            result = function(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _executed(self, rows: int, merge: float, infer: float, split: float) -> None:
+        self.stats.execution(rows, merge, infer, split)
+        self.metrics.batch_rows.observe(rows)
+
+    # -- custom routes --------------------------------------------------------------------------
+    async def route(self, call: Call, route: Route, body: bytes, headers: dict[str, str]) -> Reply:
+        """A model method's own route; an inference route runs like an infer request, with the
+        handler's `request.run(...)` as its inference stage."""
+        handler = getattr(self.model, route.handler)
+        if not route.inference:
+            return await handler(RouteRequest(body, headers, self._call))
+        self._admit()
+        self.inflight += 1
+        try:
+            call.decoding = perf_counter()
+            request = RouteRequest(body, headers, partial(self._run_for, call))
+            try:
+                reply = await self._within_deadline(handler(request))
+            except (ServingError, TimeoutError):
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from None
+            call.encoded = perf_counter()
+            return reply
+        finally:
+            self.inflight -= 1
+
+    async def _run_for(self, call: Call, function: Callable[..., Any], *args: Any) -> Any:
+        call.queued = call.running = perf_counter()
+        try:
+            result = await self._call(function, *args)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from None
+        call.ran = perf_counter()
+        self._executed(1, 0.0, call.ran - call.running, 0.0)
+        return result
+
+    # -- limits ---------------------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self.inflight >= self.settings.max_queue_size:
+            raise Unavailable(f"model '{self.name}' has {self.inflight} requests waiting, its "
+                              "limit; try again later")
+
+    def _check_size(self, request: InferRequest) -> None:
+        elements = sum(tensor.data.size for tensor in request.inputs)
+        if elements > self.max_tensor_elements:
+            raise InvalidInput(f"the request has {elements} tensor elements, over the limit of "
+                               f"{self.max_tensor_elements}")
+
+    async def _within_deadline(self, work: Awaitable[Any]) -> Any:
+        timeout = self.settings.request_timeout_seconds
+        if not timeout:
+            return await work
+        try:
+            async with asyncio.timeout(timeout):
+                return await work
+        except TimeoutError:
+            raise Timeout(f"model '{self.name}' did not answer within {timeout:g}s") from None
+
+    def _failed(self, exc: Exception) -> ModelFailed:
+        log.error("model '%s' failed", self.name, exc_info=exc)
+        return ModelFailed(f"model '{self.name}' failed: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+
+
+def _overridden(model: Model, method: str) -> Callable[[Any], Any] | None:
+    own = getattr(type(model), method)
+    return None if own is getattr(Model, method) else getattr(model, method)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
