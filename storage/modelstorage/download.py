@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .archive import is_archive, unpack
-from .atomic import TEMP, commit, is_complete, make_stage, write_marker
+from .atomic import TEMP, commit, is_complete, locked, make_stage, write_marker
 from .errors import StorageError
 from .progress import Progress
 
@@ -42,12 +42,25 @@ def download(uri: str, dest: str | os.PathLike) -> Path:
 
 def _download(uri: str, dest: Path) -> Path:
     backend = _backend(uri)
-    if is_complete(dest, uri):
-        log.info("%s already holds %s; not downloading it again", dest, uri)
-        return dest
     if backend.__name__.endswith(".local") and backend.local_path(uri).resolve() == dest.resolve():
         log.info("%s is the model directory itself; nothing to fetch", uri)
         return dest
+    if _already_there(dest, uri):  # first without the lock: a read-only DEST may hold it
+        return dest
+    with locked(dest):
+        if not _already_there(dest, uri):  # a download we waited for may have fetched it
+            _fetch(backend, uri, dest)
+    return dest
+
+
+def _already_there(dest: Path, uri: str) -> bool:
+    if is_complete(dest, uri):
+        log.info("%s already holds %s; not downloading it again", dest, uri)
+        return True
+    return False
+
+
+def _fetch(backend, uri: str, dest: Path) -> None:
     stage = make_stage(dest)
     try:
         progress = Progress(uri)
@@ -58,7 +71,6 @@ def _download(uri: str, dest: Path) -> Path:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     progress.done()
-    return dest
 
 
 def _backend(uri: str):

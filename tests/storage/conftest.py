@@ -183,7 +183,8 @@ def azure(azurite, monkeypatch):
 class Handler(http.server.BaseHTTPRequestHandler):
     """Routes: /files/<name> serves FILES[name]; /redirect/<name> redirects to /files/<name>;
     /auth/<name> needs `Authorization: Bearer secret`; /drop/<name> sends a Content-Length,
-    half the body, then closes; /flaky/<name> answers 503 once, then serves; else 404."""
+    half the body, then closes; /flaky/<name> answers 503 once, then serves; /slow/<name> sends
+    the body in 20 pieces over a second; else 404."""
 
     files: dict[str, bytes] = {}
     flaky_seen: set[str] = set()
@@ -201,7 +202,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", f"/files/{name}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif body is None or route not in ("files", "auth", "flaky", "drop"):
+        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow"):
             self.send_error(404)
         elif route == "auth" and self.headers.get("Authorization") != "Bearer secret":
             self.send_error(403)
@@ -212,8 +213,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
+            if route == "slow":
+                self.send_slowly(body)
+            else:
+                self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
             self.close_connection = route == "drop"
+
+    def send_slowly(self, body: bytes, pieces: int = 20) -> None:
+        step = -(-len(body) // pieces)
+        for start in range(0, len(body), step):
+            self.wfile.write(body[start:start + step])
+            self.wfile.flush()
+            time.sleep(1 / pieces)
 
 
 def serve(server: http.server.HTTPServer):

@@ -2,16 +2,19 @@
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from modelstorage import StorageError, download
-from modelstorage.atomic import MARKER
+from modelstorage.atomic import LOCK, MARKER, TEMP
 from modelstorage.progress import Progress
 
 
@@ -245,3 +248,81 @@ def test_cli(source, tmp_path):
     usage = subprocess.run([sys.executable, "-m", "modelstorage", "--help"],
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and "URI" in usage.stdout.upper()
+
+
+# -- two downloads into one DEST ------------------------------------------------------------------
+def wait_for_stage(folder: Path, timeout: float = 20) -> None:
+    """Until a download has made its staging folder in `folder` (so the next one overlaps it)."""
+    deadline = time.monotonic() + timeout
+    while not any(p.name.startswith(TEMP) for p in folder.iterdir()):
+        assert time.monotonic() < deadline, "the first download never started"
+        time.sleep(0.01)
+
+
+def test_two_downloads_into_one_dest_take_turns(http_server, tmp_path, retries):
+    """The second waits for the first (it used to delete the first's staging folder as left by
+    an interrupted download), then finds the model there."""
+    url, files = http_server
+    files["turns.bin"] = b"t" * 100_000
+    uri, dest = f"{url}/slow/turns.bin", tmp_path / "dest"
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("modelstorage").addHandler(handler)
+    logging.getLogger("modelstorage").setLevel(logging.INFO)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(download, uri, dest)
+            wait_for_stage(tmp_path)
+            second = pool.submit(download, uri, dest)
+            assert first.result() == second.result() == dest
+    finally:
+        logging.getLogger("modelstorage").removeHandler(handler)
+    assert tree(dest) == {"turns.bin": b"t" * 100_000}
+    assert f"waiting for another download into {dest} to finish" in messages
+    assert f"{dest} already holds {uri}; not downloading it again" in messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]  # no lock, no staging left
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "turns.bin"]
+
+
+def test_two_processes_with_different_models_into_one_folder(http_server, tmp_path):
+    """Two storage initializers filling one existing folder (a volume) with different models:
+    both succeed, one after the other, and the folder holds the second, whole."""
+    url, files = http_server
+    files["one.bin"], files["two.bin"] = b"1" * 50_000, b"2" * 80_000
+    dest = tmp_path / "models"
+    dest.mkdir()
+
+    def cli(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "modelstorage", f"{url}/slow/{name}",
+                                 str(dest)], stderr=subprocess.PIPE, text=True)
+
+    first = cli("one.bin")
+    wait_for_stage(dest)
+    second = cli("two.bin")
+    assert first.wait(60) == 0, first.stderr.read()
+    assert second.wait(60) == 0, second.stderr.read()
+    assert "waiting for another download" in second.stderr.read()
+    assert tree(dest) == {"two.bin": b"2" * 80_000}
+    assert json.loads((dest / MARKER).read_text())["uri"] == f"{url}/slow/two.bin"
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "two.bin"]
+
+
+def test_a_killed_download_leaves_nothing_that_blocks_the_next(http_server, tmp_path):
+    """Its lock dies with it, and the next download removes its staging folder."""
+    url, files = http_server
+    files["killed.bin"] = b"k" * 100_000
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "old.bin").write_bytes(b"old")
+    killed = subprocess.Popen([sys.executable, "-m", "modelstorage", f"{url}/slow/killed.bin",
+                               str(dest)], stderr=subprocess.DEVNULL)
+    wait_for_stage(dest)
+    killed.kill()
+    killed.wait()
+    left = {p.name for p in dest.iterdir()} - {"old.bin"}
+    assert LOCK in left and any(name.startswith(TEMP) for name in left)
+    assert (dest / "old.bin").read_bytes() == b"old"
+    download(f"{url}/files/killed.bin", dest)
+    assert tree(dest) == {"killed.bin": b"k" * 100_000}
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "killed.bin"]
