@@ -35,8 +35,10 @@ def download(uri: str, dest: str | os.PathLike) -> Path:
         raise StorageError(message if message.startswith(uri) else f"{uri}: {message}") from None
     except Exception as exc:  # a disk error or one no backend classified: still one message
         log.debug("downloading %s failed", uri, exc_info=True)
-        cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror \
-            else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.strerror:
+            cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        else:
+            cause = f"{type(exc).__name__}: {exc}"
         raise StorageError(f"{uri}: {cause}") from exc
 
 

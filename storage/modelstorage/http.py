@@ -13,9 +13,13 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from .errors import StorageError, TransientError
+from .limits import Limits
 from .retry import with_retries
 
 CHUNK = 1 << 20
+# urllib3 reads this many raw bytes at a time for a decoded body: small, so that the bytes
+# received so far, which the expansion ratio is measured against, grow in small steps.
+ENCODED_CHUNK = 64 << 10
 TIMEOUT = (10, 60)  # connect, and between bytes: a stalled server is retried, not waited on
 # Failures that another attempt would only repeat: a bad URL, a certificate, a redirect loop.
 PERMANENT = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -60,15 +64,20 @@ def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
             if reply.status_code >= 400:
                 raise StorageError(f"HTTP {reply.status_code} {reply.reason}")
             name = file_name(reply.url, reply.headers.get("content-disposition"))
-            # With a Content-Encoding, Content-Length counts the encoded bytes, not ours.
-            encoded = reply.headers.get("content-encoding", "identity") != "identity"
-            expected = None if encoded else reply.headers.get("content-length")
+            # With a Content-Encoding, Content-Length counts the encoded bytes, not ours, and
+            # requests decodes them as they come: bounded like an archive.
+            encoding = reply.headers.get("content-encoding", "identity")
+            limits = Limits.from_env() if encoding != "identity" else None
+            expected = None if limits else reply.headers.get("content-length")
             progress.expect(1, int(expected or 0))
             written = 0
             with open(stage / name, "wb") as out:
-                for chunk in reply.iter_content(CHUNK):
-                    out.write(chunk)
+                for chunk in reply.iter_content(ENCODED_CHUNK if limits else CHUNK):
                     written += len(chunk)
+                    if limits:  # before writing it: raw.tell() counts the bytes received
+                        limits.check(f"the {encoding}-encoded body of {name}", written,
+                                     reply.raw.tell())
+                    out.write(chunk)
                     progress.advance(len(chunk))
     except PERMANENT as exc:
         raise StorageError(str(exc)) from None

@@ -72,7 +72,8 @@ def no_cloud(monkeypatch, tmp_path):
                  "S3_USE_HTTPS", "S3_VERIFY_SSL", "awsAnonymousCredential",
                  "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST",
                  "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY",
-                 "STORAGE_HTTP_HEADERS", "PVC_MOUNT_ROOT"):
+                 "STORAGE_HTTP_HEADERS", "PVC_MOUNT_ROOT", "STORAGE_MAX_EXPANDED_BYTES",
+                 "STORAGE_MAX_EXPANSION_RATIO"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -184,7 +185,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Routes: /files/<name> serves FILES[name]; /redirect/<name> redirects to /files/<name>;
     /auth/<name> needs `Authorization: Bearer secret`; /drop/<name> sends a Content-Length,
     half the body, then closes; /flaky/<name> answers 503 once, then serves; /slow/<name> sends
-    the body in 20 pieces over a second; else 404."""
+    the body in 20 pieces over a second; /gzip/<name> serves it (gzip data) with
+    `Content-Encoding: gzip`; else 404."""
 
     files: dict[str, bytes] = {}
     flaky_seen: set[str] = set()
@@ -202,7 +204,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", f"/files/{name}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow"):
+        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow", "gzip"):
             self.send_error(404)
         elif route == "auth" and self.headers.get("Authorization") != "Bearer secret":
             self.send_error(403)
@@ -212,6 +214,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
+            if route == "gzip":
+                self.send_header("Content-Encoding", "gzip")
             self.end_headers()
             if route == "slow":
                 self.send_slowly(body)
