@@ -6,21 +6,25 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .archive import is_archive, unpack
 from .atomic import TEMP, commit, is_complete, locked, make_stage, write_marker
-from .errors import StorageError
+from .errors import StorageError, not_installed
 from .progress import Progress
 
 log = logging.getLogger("modelstorage")
 
 # scheme: (backend module, the extra that installs its SDK)
 BACKENDS = {"s3": ("s3", "s3"), "gs": ("gcs", "gcs"), "http": ("http", None),
-            "https": ("http", None), "pvc": ("local", None), "file": ("local", None),
+            "https": ("http", None), "hf": ("hf", "hf"), "models": ("mlflow", "mlflow"),
+            "runs": ("mlflow", "mlflow"), "pvc": ("local", None), "file": ("local", None),
             "": ("local", None)}
+# MLflow's URIs (models:/name/1) have one slash; a path has no scheme.
+SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):/")
 AZURE_HOST = ".blob.core.windows.net"  # KServe's Azure URIs are https:// URLs of this host
 
 
@@ -76,18 +80,18 @@ def _fetch(backend, uri: str, dest: Path) -> None:
 
 
 def _backend(uri: str):
-    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    scheme = match[1].lower() if (match := SCHEME.match(uri)) else ""
     if scheme not in BACKENDS:
         raise StorageError(f"unsupported scheme {scheme!r}; use s3://, gs://, http(s)://, "
-                           "https://<account>.blob.core.windows.net/, pvc://, file:// or a path")
+                           "https://<account>.blob.core.windows.net/, hf://, models:/, runs:/, "
+                           "pvc://, file:// or a path")
     module, extra = BACKENDS[scheme]
     if module == "http" and (urlsplit(uri).hostname or "").endswith(AZURE_HOST):
         module, extra = "azure", "azure"
     try:  # imported on first use: an image without one SDK still serves the other schemes
         return importlib.import_module(f".{module}", __package__)
     except ImportError as exc:
-        raise StorageError(f"{exc.name} is not installed: pip install 'modelstorage[{extra}]'") \
-            from None
+        raise not_installed(exc, extra) from None
 
 
 def _unpack_lone_archive(stage: Path) -> None:

@@ -7,3 +7,8 @@ class StorageError(Exception):
 
 class TransientError(StorageError):
     """A failure worth retrying: a dropped connection, a 5xx, throttling, a failed check."""
+
+
+def not_installed(exc: ImportError, extra: str) -> StorageError:
+    """The SDK a scheme needs is missing: say which extra installs it."""
+    return StorageError(f"{exc.name} is not installed: pip install 'modelstorage[{extra}]'")

@@ -3,6 +3,8 @@
 import io
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -215,17 +217,23 @@ def test_hostile_archives_are_refused(http_server, tmp_path, name):
     assert not any(p.name == "evil.txt" for p in tmp_path.parent.rglob("evil.txt"))
 
 
-def test_sdk_imported_only_for_its_scheme(tmp_path):
-    """An image without boto3 still serves the other schemes, and says what to install."""
+@pytest.mark.parametrize("sdk,uri,extra", [
+    ("boto3", "s3://b/m", "s3"), ("huggingface_hub", "hf://org/m", "hf"),
+    ("mlflow", "models:/m/1", "mlflow"), ("mlflow", "runs:/0123/model", "mlflow")])
+def test_sdk_imported_only_for_its_scheme(tmp_path, sdk, uri, extra):
+    """An image without one SDK still serves the other schemes, and says what to install."""
     code = (
-        "import sys; sys.modules['boto3'] = None\n"  # as if not installed
+        f"import sys; sys.modules[{sdk!r}] = None\n"  # as if not installed
         "import modelstorage\n"
-        "sdks = ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob')\n"
+        "sdks = ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob',\n"
+        "        'azure.identity', 'huggingface_hub', 'mlflow')\n"
         "assert not [name for name in sdks if sys.modules.get(name)]\n"
-        f"modelstorage.download('s3://b/m', {str(tmp_path / 'd')!r})\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "StorageError: s3://b/m: boto3 is not installed: pip install 'modelstorage[s3]'" \
-        in run.stderr, run.stderr
+        f"modelstorage.download({uri!r}, {str(tmp_path / 'd')!r})\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "AZURE_CLIENT_ID": "an-app"})
+    missing = rf"StorageError: {re.escape(uri)}: {sdk}[.\w]* is not installed: pip install " \
+        rf"'modelstorage\[{extra}\]'"
+    assert re.search(missing, run.stderr), run.stderr
 
 
 def test_progress_bar_on_a_terminal(capsys):
