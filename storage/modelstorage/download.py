@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from .archive import is_archive, unpack
 from .atomic import TEMP, commit, is_complete, locked, make_stage, write_marker
-from .errors import StorageError, not_installed
+from .errors import StorageError, not_installed, scrub
 from .progress import Progress
 
 log = logging.getLogger("modelstorage")
@@ -30,49 +30,52 @@ AZURE_HOST = ".blob.core.windows.net"  # KServe's Azure URIs are https:// URLs o
 
 def download(uri: str, dest: str | os.PathLike) -> Path:
     """Fetch `uri` into the folder `dest` and return it (absolute). Raises StorageError, whose
-    message names the URI and the cause, for every failure."""
+    message names the URI and the cause, for every failure. Messages, logs and the marker show
+    the URI without the secrets it may carry (a SAS token, a signature, a password)."""
     dest = Path(dest).absolute()
+    shown = scrub(uri, uri)
     try:
-        return _download(uri, dest)
+        return _download(uri, shown, dest)
     except StorageError as exc:
-        message = str(exc)
-        raise StorageError(message if message.startswith(uri) else f"{uri}: {message}") from None
+        message = scrub(str(exc), uri)
+        raise StorageError(message if message.startswith(shown) else f"{shown}: {message}") \
+            from None
     except Exception as exc:  # a disk error or one no backend classified: still one message
-        log.debug("downloading %s failed", uri, exc_info=True)
+        log.debug("downloading %s failed", shown, exc_info=True)
         if isinstance(exc, OSError) and exc.strerror:
             cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
         else:
             cause = f"{type(exc).__name__}: {exc}"
-        raise StorageError(f"{uri}: {cause}") from exc
+        raise StorageError(f"{shown}: {scrub(cause, uri)}") from exc
 
 
-def _download(uri: str, dest: Path) -> Path:
+def _download(uri: str, shown: str, dest: Path) -> Path:
     backend = _backend(uri)
     if backend.__name__.endswith(".local") and backend.local_path(uri).resolve() == dest.resolve():
-        log.info("%s is the model directory itself; nothing to fetch", uri)
+        log.info("%s is the model directory itself; nothing to fetch", shown)
         return dest
-    if _already_there(dest, uri):  # first without the lock: a read-only DEST may hold it
+    if _already_there(dest, shown):  # first without the lock: a read-only DEST may hold it
         return dest
     with locked(dest):
-        if not _already_there(dest, uri):  # a download we waited for may have fetched it
-            _fetch(backend, uri, dest)
+        if not _already_there(dest, shown):  # a download we waited for may have fetched it
+            _fetch(backend, uri, shown, dest)
     return dest
 
 
-def _already_there(dest: Path, uri: str) -> bool:
-    if is_complete(dest, uri):
-        log.info("%s already holds %s; not downloading it again", dest, uri)
+def _already_there(dest: Path, shown: str) -> bool:
+    if is_complete(dest, shown):
+        log.info("%s already holds %s; not downloading it again", dest, shown)
         return True
     return False
 
 
-def _fetch(backend, uri: str, dest: Path) -> None:
+def _fetch(backend, uri: str, shown: str, dest: Path) -> None:
     stage = make_stage(dest)
     try:
-        progress = Progress(uri)
+        progress = Progress(shown)
         backend.fetch(uri, stage, progress)
         _unpack_lone_archive(stage)
-        write_marker(stage, uri)
+        write_marker(stage, shown)  # two URIs that differ only in a SAS name the same files
         commit(stage, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

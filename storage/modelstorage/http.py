@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from .errors import StorageError, TransientError
+from .errors import StorageError, TransientError, scrub
 from .limits import Limits
 from .retry import with_retries
 
@@ -53,7 +53,7 @@ def file_name(url: str, disposition: str | None) -> str:
 
 def fetch(uri: str, stage: Path, progress) -> None:
     headers = headers_for(uri)
-    with_retries(lambda: _get(uri, headers, stage, progress), uri)
+    with_retries(lambda: _get(uri, headers, stage, progress), progress.uri)
 
 
 def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
@@ -80,9 +80,9 @@ def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
                     out.write(chunk)
                     progress.advance(len(chunk))
     except PERMANENT as exc:
-        raise StorageError(str(exc)) from None
-    except requests.RequestException as exc:
-        raise TransientError(f"connection failed: {exc}") from None
+        raise StorageError(scrub(str(exc), uri)) from None
+    except requests.RequestException as exc:  # its text has the URL: a presigned one's signature
+        raise TransientError(scrub(f"connection failed: {exc}", uri)) from None
     if expected is not None and written != int(expected):
         raise TransientError(f"got {written} of {expected} bytes")
     progress.file_done(name, written, counted=True)

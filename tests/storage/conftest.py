@@ -4,6 +4,7 @@ Hugging Face Hub that answers the calls huggingface_hub makes."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import hashlib
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
+import certifi
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,6 +183,21 @@ def azurite(tmp_path_factory):
     stop(proc)
 
 
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory, tls):
+    """A second azurite on HTTPS with bearer tokens on (`--oauth basic`: it checks a token's
+    audience, issuer and lifetime, not its signature): its blob endpoint."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("azurite-oauth")
+    cert, key, _ = tls
+    proc = start([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                  "--location", str(data), "--skipApiVersionCheck", "--disableTelemetry",
+                  "--silent", "--oauth", "basic", "--cert", str(cert), "--key", str(key)],
+                 data / "azurite.log", port)
+    yield f"https://127.0.0.1:{port}/{AZURE_ACCOUNT}"
+    stop(proc)
+
+
 @pytest.fixture
 def azure(azurite, monkeypatch):
     from azure.storage.blob import BlobServiceClient
@@ -254,15 +271,89 @@ def http_server():
 
 
 @pytest.fixture(scope="session")
-def https_server(tmp_path_factory):
-    """(base URL, the dict of files, a CA bundle that trusts its self-signed certificate)."""
-    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+def tls(tmp_path_factory):
+    """(certificate, key, a CA bundle of the system's CAs and it) for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed(folder)
+    bundle = folder / "bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + cert.read_bytes())
+    return cert, key, bundle
+
+
+def serve_tls(handler, tls) -> http.server.HTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(tls[0], tls[1])
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    serve(server)
-    yield f"https://127.0.0.1:{server.server_address[1]}", Handler.files, str(cert)
+    return serve(server)
+
+
+@pytest.fixture(scope="session")
+def https_server(tls):
+    """(base URL, the dict of files, a CA bundle that trusts its self-signed certificate)."""
+    server = serve_tls(Handler, tls)
+    yield f"https://127.0.0.1:{server.server_address[1]}", Handler.files, str(tls[0])
+    server.shutdown()
+
+
+# -- Microsoft Entra ID (Azure AD): the token endpoint azure-identity calls -----------------------
+class AuthorityHandler(http.server.BaseHTTPRequestHandler):
+    """A sign-in authority for one app: tenant TENANT, client CLIENT with secret SECRET (or any
+    client assertion, as workload identity sends). Answers MSAL's tenant discovery and its token
+    request with a JWT that azurite's `--oauth basic` accepts; records each token request."""
+
+    TENANT, CLIENT, SECRET = "72f988bf-0000-4000-8000-000000000001", "my-app", "s3cret-value"
+    token_requests: list[dict[str, str]] = []
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def reply(self, status: int, document: dict) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        base = f"https://{self.headers['Host']}/{self.TENANT}"
+        if self.path.startswith(f"/{self.TENANT}/v2.0/.well-known/openid-configuration"):
+            self.reply(200, {"issuer": f"{base}/v2.0", "token_endpoint":
+                             f"{base}/oauth2/v2.0/token", "authorization_endpoint":
+                             f"{base}/oauth2/v2.0/authorize", "jwks_uri": f"{base}/keys"})
+        else:
+            self.reply(404, {"error": "not_found"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        self.token_requests.append({"path": self.path, **form})
+        if self.path != f"/{self.TENANT}/oauth2/v2.0/token" or form.get("client_id") != \
+                self.CLIENT or not (form.get("client_secret") == self.SECRET
+                                    or form.get("client_assertion")):
+            return self.reply(401, {"error": "invalid_client", "error_codes": [7000215],
+                                    "error_description": "AADSTS7000215: Invalid client secret "
+                                                         "provided."})
+        self.reply(200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
+                         "access_token": self.token(form.get("scope", ""))})
+
+    def token(self, scope: str) -> str:
+        now = int(time.time())
+        claims = {"aud": scope.removesuffix("/.default"), "iat": now, "nbf": now,
+                  "exp": now + 3600, "iss": f"https://sts.windows.net/{self.TENANT}/",
+                  "tid": self.TENANT, "appid": self.CLIENT}
+        parts = [{"typ": "JWT", "alg": "RS256"}, claims]
+        encoded = [base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in parts]
+        return b".".join([*encoded, b"c2lnbmF0dXJl"]).decode()
+
+
+@pytest.fixture(scope="session")
+def authority(tls):
+    """The authority's URL (for AZURE_AUTHORITY_HOST) and its handler class."""
+    server = serve_tls(AuthorityHandler, tls)
+    yield f"https://127.0.0.1:{server.server_address[1]}", AuthorityHandler
     server.shutdown()
 
 

@@ -219,7 +219,8 @@ def test_hostile_archives_are_refused(http_server, tmp_path, name):
 
 @pytest.mark.parametrize("sdk,uri,extra", [
     ("boto3", "s3://b/m", "s3"), ("huggingface_hub", "hf://org/m", "hf"),
-    ("mlflow", "models:/m/1", "mlflow"), ("mlflow", "runs:/0123/model", "mlflow")])
+    ("mlflow", "models:/m/1", "mlflow"), ("mlflow", "runs:/0123/model", "mlflow"),
+    ("azure.identity", "https://a.blob.core.windows.net/c/m", "azure")])
 def test_sdk_imported_only_for_its_scheme(tmp_path, sdk, uri, extra):
     """An image without one SDK still serves the other schemes, and says what to install."""
     code = (
