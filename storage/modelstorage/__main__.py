@@ -11,7 +11,8 @@ from . import StorageError, download
 from .limits import MAX_BYTES_ENV, MAX_RATIO_ENV
 
 EPILOG = """URI schemes: s3://bucket/prefix, gs://bucket/prefix,
-https://<account>.blob.core.windows.net/<container>/<prefix>, http(s)://host/file,
+https://<account>.blob.core.windows.net/<container>/<prefix>[?SAS], http(s)://host/file,
+hf://org/repo[:revision][/path], models:/name/version, models:/name@alias, runs:/run-id/path,
 pvc://claim/path, file:///path or a local path. A prefix means everything under that folder;
 a single .tar, .tar.gz, .tgz or .zip is unpacked, within the expansion limits. Credentials and endpoints come from the
 environment (see storage/README.md). Exit status: 0 when DEST holds the model, 1 otherwise."""

@@ -222,7 +222,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        _, route, *rest = self.path.split("/", 2)
+        _, route, *rest = self.path.partition("?")[0].split("/", 2)  # a query is ignored
         name = rest[0] if rest else ""
         body = self.files.get(name)
         if route == "redirect":

@@ -37,6 +37,7 @@ def source(tmp_path):
 def test_local_folder_and_file_uri(source, tmp_path):
     assert tree(download(str(source), tmp_path / "a")) == tree(source)
     assert tree(download(f"file://{source}", tmp_path / "b")) == tree(source)
+    assert tree(download(f"file:{source}", tmp_path / "b2")) == tree(source)
     single = download(f"file://{source}/model.joblib", tmp_path / "c")
     assert tree(single) == {"model.joblib": b"weights"}
 
@@ -141,6 +142,19 @@ def test_http_errors_permanent_and_transient(http_server, tmp_path, monkeypatch,
     monkeypatch.setenv("STORAGE_HTTP_HEADERS", "not json")
     with pytest.raises(StorageError, match="STORAGE_HTTP_HEADERS must be a JSON object"):
         download(f"{url}/files/flaky.bin", tmp_path / "c")
+
+
+def test_a_signature_in_the_uri_is_never_shown(http_server, tmp_path, retries):
+    """A presigned URL's query is a credential: errors, retry warnings and the marker hide it."""
+    url, files = http_server
+    signed = "X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=0123456789abcdef"
+    with pytest.raises(StorageError, match=rf"^{url}/files/absent\?REDACTED: HTTP 404") as error:
+        download(f"{url}/files/absent?{signed}", tmp_path / "a")
+    files["signed.bin"] = b"s"
+    dest = download(f"{url}/flaky/signed.bin?{signed}", tmp_path / "b")  # 503 once: a warning
+    seen = [str(error.value), (dest / MARKER).read_text(), *retries]
+    assert len(seen) == 3 and not [text for text in seen if "0123456789abcdef" in text]
+    assert f"{url}/flaky/signed.bin?REDACTED" in seen[1] and "REDACTED" in seen[2]
 
 
 def test_dropped_connection_leaves_nothing_behind(http_server, tmp_path, monkeypatch):
