@@ -198,6 +198,12 @@ def azurite_oauth(tmp_path_factory, tls):
     stop(proc)
 
 
+@pytest.fixture(scope="session")
+def azure_account() -> tuple[str, str]:
+    """Azurite's development account: (name, key)."""
+    return AZURE_ACCOUNT, AZURE_KEY
+
+
 @pytest.fixture
 def azure(azurite, monkeypatch):
     from azure.storage.blob import BlobServiceClient

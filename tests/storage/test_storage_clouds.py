@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AZURE_ACCOUNT, AZURE_KEY
 from modelstorage import StorageError, download
 from modelstorage.atomic import MARKER, TEMP
 
@@ -247,13 +246,18 @@ def test_azure_wrong_key_fails_fast(container, azurite, tmp_path, monkeypatch, r
     assert not any(tmp_path.iterdir())
 
 
-def container_sas(container: str, **permissions) -> str:
+@pytest.fixture
+def container_sas(azure_account):
+    """`container_sas(container, read=True, ...)`: a SAS for it, signed with the account key."""
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    return generate_container_sas(AZURE_ACCOUNT, container, account_key=AZURE_KEY,
-                                  permission=ContainerSasPermissions(**permissions),
-                                  expiry=datetime.datetime.now(datetime.UTC)
-                                  + datetime.timedelta(hours=1))
+    def sas(container: str, **permissions) -> str:
+        return generate_container_sas(azure_account[0], container, account_key=azure_account[1],
+                                      permission=ContainerSasPermissions(**permissions),
+                                      expiry=datetime.datetime.now(datetime.UTC)
+                                      + datetime.timedelta(hours=1))
+
+    return sas
 
 
 @pytest.fixture
@@ -265,7 +269,8 @@ def endpoint_only(azurite, monkeypatch):
     return endpoint
 
 
-def test_azure_sas_token_in_the_uri(container, endpoint_only, tmp_path, retries):
+def test_azure_sas_token_in_the_uri(container, container_sas, endpoint_only, tmp_path,
+                                   retries):
     """KServe's way: the SAS is the URI's query. It never shows in errors or in the marker."""
     sas = container_sas(container, read=True, list=True)
     uri = azure_uri(container, "models/m1")
@@ -283,8 +288,8 @@ def test_azure_sas_token_in_the_uri(container, endpoint_only, tmp_path, retries)
     assert not retries and not (tmp_path / "b").exists()
 
 
-def test_azure_sas_token_from_the_environment_or_connection_string(container, endpoint_only,
-                                                                   tmp_path, monkeypatch):
+def test_azure_sas_token_from_the_environment_or_connection_string(
+        container, container_sas, endpoint_only, tmp_path, monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "?" + container_sas(container, read=True,
                                                                       list=True))
     assert tree(download(azure_uri(container, "models/m1"), tmp_path / "a")) == EXPECTED
@@ -296,8 +301,8 @@ def test_azure_sas_token_from_the_environment_or_connection_string(container, en
 
 
 def test_azure_account_key_for_the_uris_account(container, endpoint_only, tmp_path,
-                                                monkeypatch):
-    monkeypatch.setenv("AZURE_STORAGE_ACCESS_KEY", AZURE_KEY)
+                                                monkeypatch, azure_account):
+    monkeypatch.setenv("AZURE_STORAGE_ACCESS_KEY", azure_account[1])
     assert tree(download(azure_uri(container, "models/m1"), tmp_path / "a")) == EXPECTED
 
 
@@ -312,13 +317,13 @@ def entra(authority, tls, monkeypatch):
 
 
 @pytest.fixture
-def oauth_container(azurite_oauth, monkeypatch):
+def oauth_container(azurite_oauth, azure_account, entra, monkeypatch):
     """A container on the HTTPS azurite that takes bearer tokens, found through an endpoint-only
     connection string."""
     from azure.storage.blob import BlobServiceClient
 
-    key_string = (f"DefaultEndpointsProtocol=https;AccountName={AZURE_ACCOUNT};"
-                  f"AccountKey={AZURE_KEY};BlobEndpoint={azurite_oauth};")
+    key_string = (f"DefaultEndpointsProtocol=https;AccountName={azure_account[0]};"
+                  f"AccountKey={azure_account[1]};BlobEndpoint={azurite_oauth};")
     name = unique("c")
     client = BlobServiceClient.from_connection_string(key_string).create_container(name)
     for key, data in FILES.items():
