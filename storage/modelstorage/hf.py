@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Self
 
 import httpx2
 from huggingface_hub import HfApi, hf_hub_download
@@ -120,7 +121,7 @@ class _Meter:
             raise StorageError(f"{self.name}: the Hub sent more than its listed {self.size} bytes")
         self.progress.advance(n)
 
-    def __enter__(self) -> _Meter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
