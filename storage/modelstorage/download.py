@@ -6,74 +6,95 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .archive import is_archive, unpack
-from .atomic import TEMP, commit, is_complete, make_stage, write_marker
-from .errors import StorageError
+from .atomic import TEMP, commit, is_complete, locked, make_stage, write_marker
+from .errors import StorageError, not_installed, scrub
 from .progress import Progress
 
 log = logging.getLogger("modelstorage")
 
 # scheme: (backend module, the extra that installs its SDK)
 BACKENDS = {"s3": ("s3", "s3"), "gs": ("gcs", "gcs"), "http": ("http", None),
-            "https": ("http", None), "pvc": ("local", None), "file": ("local", None),
+            "https": ("http", None), "hf": ("hf", "hf"), "models": ("mlflow", "mlflow"),
+            "runs": ("mlflow", "mlflow"), "pvc": ("local", None), "file": ("local", None),
             "": ("local", None)}
+# MLflow's URIs (models:/name/1) have one slash; a path has no scheme.
+SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):/")
 AZURE_HOST = ".blob.core.windows.net"  # KServe's Azure URIs are https:// URLs of this host
 
 
 def download(uri: str, dest: str | os.PathLike) -> Path:
     """Fetch `uri` into the folder `dest` and return it (absolute). Raises StorageError, whose
-    message names the URI and the cause, for every failure."""
+    message names the URI and the cause, for every failure. Messages, logs and the marker show
+    the URI without the secrets it may carry (a SAS token, a signature, a password)."""
     dest = Path(dest).absolute()
+    shown = scrub(uri, uri)
     try:
-        return _download(uri, dest)
+        return _download(uri, shown, dest)
     except StorageError as exc:
-        message = str(exc)
-        raise StorageError(message if message.startswith(uri) else f"{uri}: {message}") from None
+        message = scrub(str(exc), uri)
+        raise StorageError(message if message.startswith(shown) else f"{shown}: {message}") \
+            from None
     except Exception as exc:  # a disk error or one no backend classified: still one message
-        log.debug("downloading %s failed", uri, exc_info=True)
-        cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror \
-            else f"{type(exc).__name__}: {exc}"
-        raise StorageError(f"{uri}: {cause}") from exc
+        log.debug("downloading %s failed", shown, exc_info=True)
+        if isinstance(exc, OSError) and exc.strerror:
+            cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        else:
+            cause = f"{type(exc).__name__}: {exc}"
+        raise StorageError(f"{shown}: {scrub(cause, uri)}") from exc
 
 
-def _download(uri: str, dest: Path) -> Path:
+def _download(uri: str, shown: str, dest: Path) -> Path:
     backend = _backend(uri)
-    if is_complete(dest, uri):
-        log.info("%s already holds %s; not downloading it again", dest, uri)
-        return dest
     if backend.__name__.endswith(".local") and backend.local_path(uri).resolve() == dest.resolve():
-        log.info("%s is the model directory itself; nothing to fetch", uri)
+        log.info("%s is the model directory itself; nothing to fetch", shown)
         return dest
+    if _already_there(dest, shown):  # first without the lock: a read-only DEST may hold it
+        return dest
+    with locked(dest):
+        if not _already_there(dest, shown):  # a download we waited for may have fetched it
+            _fetch(backend, uri, shown, dest)
+    return dest
+
+
+def _already_there(dest: Path, shown: str) -> bool:
+    if is_complete(dest, shown):
+        log.info("%s already holds %s; not downloading it again", dest, shown)
+        return True
+    return False
+
+
+def _fetch(backend, uri: str, shown: str, dest: Path) -> None:
     stage = make_stage(dest)
     try:
-        progress = Progress(uri)
+        progress = Progress(shown)
         backend.fetch(uri, stage, progress)
         _unpack_lone_archive(stage)
-        write_marker(stage, uri)
+        write_marker(stage, shown)  # two URIs that differ only in a SAS name the same files
         commit(stage, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     progress.done()
-    return dest
 
 
 def _backend(uri: str):
-    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    scheme = match[1].lower() if (match := SCHEME.match(uri)) else ""
     if scheme not in BACKENDS:
         raise StorageError(f"unsupported scheme {scheme!r}; use s3://, gs://, http(s)://, "
-                           "https://<account>.blob.core.windows.net/, pvc://, file:// or a path")
+                           "https://<account>.blob.core.windows.net/, hf://, models:/, runs:/, "
+                           "pvc://, file:// or a path")
     module, extra = BACKENDS[scheme]
     if module == "http" and (urlsplit(uri).hostname or "").endswith(AZURE_HOST):
         module, extra = "azure", "azure"
     try:  # imported on first use: an image without one SDK still serves the other schemes
         return importlib.import_module(f".{module}", __package__)
     except ImportError as exc:
-        raise StorageError(f"{exc.name} is not installed: pip install 'modelstorage[{extra}]'") \
-            from None
+        raise not_installed(exc, extra) from None
 
 
 def _unpack_lone_archive(stage: Path) -> None:

@@ -12,10 +12,14 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from .errors import StorageError, TransientError
+from .errors import StorageError, TransientError, scrub
+from .limits import Limits
 from .retry import with_retries
 
 CHUNK = 1 << 20
+# urllib3 reads this many raw bytes at a time for a decoded body: small, so that the bytes
+# received so far, which the expansion ratio is measured against, grow in small steps.
+ENCODED_CHUNK = 64 << 10
 TIMEOUT = (10, 60)  # connect, and between bytes: a stalled server is retried, not waited on
 # Failures that another attempt would only repeat: a bad URL, a certificate, a redirect loop.
 PERMANENT = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -49,7 +53,7 @@ def file_name(url: str, disposition: str | None) -> str:
 
 def fetch(uri: str, stage: Path, progress) -> None:
     headers = headers_for(uri)
-    with_retries(lambda: _get(uri, headers, stage, progress), uri)
+    with_retries(lambda: _get(uri, headers, stage, progress), progress.uri)
 
 
 def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
@@ -60,20 +64,25 @@ def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
             if reply.status_code >= 400:
                 raise StorageError(f"HTTP {reply.status_code} {reply.reason}")
             name = file_name(reply.url, reply.headers.get("content-disposition"))
-            # With a Content-Encoding, Content-Length counts the encoded bytes, not ours.
-            encoded = reply.headers.get("content-encoding", "identity") != "identity"
-            expected = None if encoded else reply.headers.get("content-length")
+            # With a Content-Encoding, Content-Length counts the encoded bytes, not ours, and
+            # requests decodes them as they come: bounded like an archive.
+            encoding = reply.headers.get("content-encoding", "identity")
+            limits = Limits.from_env() if encoding != "identity" else None
+            expected = None if limits else reply.headers.get("content-length")
             progress.expect(1, int(expected or 0))
             written = 0
             with open(stage / name, "wb") as out:
-                for chunk in reply.iter_content(CHUNK):
-                    out.write(chunk)
+                for chunk in reply.iter_content(ENCODED_CHUNK if limits else CHUNK):
                     written += len(chunk)
+                    if limits:  # before writing it: raw.tell() counts the bytes received
+                        limits.check(f"the {encoding}-encoded body of {name}", written,
+                                     reply.raw.tell())
+                    out.write(chunk)
                     progress.advance(len(chunk))
     except PERMANENT as exc:
-        raise StorageError(str(exc)) from None
-    except requests.RequestException as exc:
-        raise TransientError(f"connection failed: {exc}") from None
+        raise StorageError(scrub(str(exc), uri)) from None
+    except requests.RequestException as exc:  # its text has the URL: a presigned one's signature
+        raise TransientError(scrub(f"connection failed: {exc}", uri)) from None
     if expected is not None and written != int(expected):
         raise TransientError(f"got {written} of {expected} bytes")
     progress.file_done(name, written, counted=True)

@@ -18,7 +18,7 @@ def local_path(uri: str) -> Path:
     if uri.startswith("pvc://"):
         _claim, _, inside = uri[len("pvc://"):].partition("/")
         return Path(os.environ.get("PVC_MOUNT_ROOT", "/mnt/pvc")) / inside
-    if uri.startswith("file://"):
+    if uri.lower().startswith("file:"):  # file:///path, and file:/path
         return Path(unquote(urlsplit(uri).path))
     return Path(uri)
 

@@ -1,11 +1,16 @@
 """Real storage servers on loopback, each started once per session and stopped after: moto (S3),
-fake-gcs-server (GCS), azurite (Azure Blob, installed by setup.sh), and small HTTP(S) servers."""
+fake-gcs-server (GCS), azurite (Azure Blob, installed by setup.sh), small HTTP(S) servers, and a
+Hugging Face Hub that answers the calls huggingface_hub makes."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import datetime
+import hashlib
 import http.server
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -15,7 +20,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, unquote
 
+import certifi
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +79,12 @@ def no_cloud(monkeypatch, tmp_path):
                  "S3_USE_HTTPS", "S3_VERIFY_SSL", "awsAnonymousCredential",
                  "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST",
                  "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY",
-                 "STORAGE_HTTP_HEADERS", "PVC_MOUNT_ROOT"):
+                 "STORAGE_HTTP_HEADERS", "PVC_MOUNT_ROOT", "STORAGE_MAX_EXPANDED_BYTES",
+                 "STORAGE_MAX_EXPANSION_RATIO", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+                 "HF_ENDPOINT", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_TRACKING_TOKEN", "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_ID",
+                 "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE",
+                 "AZURE_AUTHORITY_HOST", "AZ_CLIENT_ID", "AZ_CLIENT_SECRET", "AZ_TENANT_ID"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -171,6 +183,27 @@ def azurite(tmp_path_factory):
     stop(proc)
 
 
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory, tls):
+    """A second azurite on HTTPS with bearer tokens on (`--oauth basic`: it checks a token's
+    audience, issuer and lifetime, not its signature): its blob endpoint."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("azurite-oauth")
+    cert, key, _ = tls
+    proc = start([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                  "--location", str(data), "--skipApiVersionCheck", "--disableTelemetry",
+                  "--silent", "--oauth", "basic", "--cert", str(cert), "--key", str(key)],
+                 data / "azurite.log", port)
+    yield f"https://127.0.0.1:{port}/{AZURE_ACCOUNT}"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def azure_account() -> tuple[str, str]:
+    """Azurite's development account: (name, key)."""
+    return AZURE_ACCOUNT, AZURE_KEY
+
+
 @pytest.fixture
 def azure(azurite, monkeypatch):
     from azure.storage.blob import BlobServiceClient
@@ -183,7 +216,9 @@ def azure(azurite, monkeypatch):
 class Handler(http.server.BaseHTTPRequestHandler):
     """Routes: /files/<name> serves FILES[name]; /redirect/<name> redirects to /files/<name>;
     /auth/<name> needs `Authorization: Bearer secret`; /drop/<name> sends a Content-Length,
-    half the body, then closes; /flaky/<name> answers 503 once, then serves; else 404."""
+    half the body, then closes; /flaky/<name> answers 503 once, then serves; /slow/<name> sends
+    the body in 20 pieces over a second; /gzip/<name> serves it (gzip data) with
+    `Content-Encoding: gzip`; else 404."""
 
     files: dict[str, bytes] = {}
     flaky_seen: set[str] = set()
@@ -193,7 +228,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        _, route, *rest = self.path.split("/", 2)
+        _, route, *rest = self.path.partition("?")[0].split("/", 2)  # a query is ignored
         name = rest[0] if rest else ""
         body = self.files.get(name)
         if route == "redirect":
@@ -201,7 +236,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", f"/files/{name}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif body is None or route not in ("files", "auth", "flaky", "drop"):
+        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow", "gzip"):
             self.send_error(404)
         elif route == "auth" and self.headers.get("Authorization") != "Bearer secret":
             self.send_error(403)
@@ -211,9 +246,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
+            if route == "gzip":
+                self.send_header("Content-Encoding", "gzip")
             self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
+            if route == "slow":
+                self.send_slowly(body)
+            else:
+                self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
             self.close_connection = route == "drop"
+
+    def send_slowly(self, body: bytes, pieces: int = 20) -> None:
+        step = -(-len(body) // pieces)
+        for start in range(0, len(body), step):
+            self.wfile.write(body[start:start + step])
+            self.wfile.flush()
+            time.sleep(1 / pieces)
 
 
 def serve(server: http.server.HTTPServer):
@@ -230,15 +277,89 @@ def http_server():
 
 
 @pytest.fixture(scope="session")
-def https_server(tmp_path_factory):
-    """(base URL, the dict of files, a CA bundle that trusts its self-signed certificate)."""
-    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+def tls(tmp_path_factory):
+    """(certificate, key, a CA bundle of the system's CAs and it) for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed(folder)
+    bundle = folder / "bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + cert.read_bytes())
+    return cert, key, bundle
+
+
+def serve_tls(handler, tls) -> http.server.HTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(tls[0], tls[1])
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    serve(server)
-    yield f"https://127.0.0.1:{server.server_address[1]}", Handler.files, str(cert)
+    return serve(server)
+
+
+@pytest.fixture(scope="session")
+def https_server(tls):
+    """(base URL, the dict of files, a CA bundle that trusts its self-signed certificate)."""
+    server = serve_tls(Handler, tls)
+    yield f"https://127.0.0.1:{server.server_address[1]}", Handler.files, str(tls[0])
+    server.shutdown()
+
+
+# -- Microsoft Entra ID (Azure AD): the token endpoint azure-identity calls -----------------------
+class AuthorityHandler(http.server.BaseHTTPRequestHandler):
+    """A sign-in authority for one app: tenant TENANT, client CLIENT with secret SECRET (or any
+    client assertion, as workload identity sends). Answers MSAL's tenant discovery and its token
+    request with a JWT that azurite's `--oauth basic` accepts; records each token request."""
+
+    TENANT, CLIENT, SECRET = "72f988bf-0000-4000-8000-000000000001", "my-app", "s3cret-value"
+    token_requests: list[dict[str, str]] = []
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def reply(self, status: int, document: dict) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        base = f"https://{self.headers['Host']}/{self.TENANT}"
+        if self.path.startswith(f"/{self.TENANT}/v2.0/.well-known/openid-configuration"):
+            self.reply(200, {"issuer": f"{base}/v2.0", "token_endpoint":
+                             f"{base}/oauth2/v2.0/token", "authorization_endpoint":
+                             f"{base}/oauth2/v2.0/authorize", "jwks_uri": f"{base}/keys"})
+        else:
+            self.reply(404, {"error": "not_found"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        self.token_requests.append({"path": self.path, **form})
+        if self.path != f"/{self.TENANT}/oauth2/v2.0/token" or form.get("client_id") != \
+                self.CLIENT or not (form.get("client_secret") == self.SECRET
+                                    or form.get("client_assertion")):
+            return self.reply(401, {"error": "invalid_client", "error_codes": [7000215],
+                                    "error_description": "AADSTS7000215: Invalid client secret "
+                                                         "provided."})
+        self.reply(200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
+                         "access_token": self.token(form.get("scope", ""))})
+
+    def token(self, scope: str) -> str:
+        now = int(time.time())
+        claims = {"aud": scope.removesuffix("/.default"), "iat": now, "nbf": now,
+                  "exp": now + 3600, "iss": f"https://sts.windows.net/{self.TENANT}/",
+                  "tid": self.TENANT, "appid": self.CLIENT}
+        parts = [{"typ": "JWT", "alg": "RS256"}, claims]
+        encoded = [base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=") for p in parts]
+        return b".".join([*encoded, b"c2lnbmF0dXJl"]).decode()
+
+
+@pytest.fixture(scope="session")
+def authority(tls):
+    """The authority's URL (for AZURE_AUTHORITY_HOST) and its handler class."""
+    server = serve_tls(AuthorityHandler, tls)
+    yield f"https://127.0.0.1:{server.server_address[1]}", AuthorityHandler
     server.shutdown()
 
 
@@ -264,3 +385,215 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return folder / "cert.pem", folder / "key.pem"
+
+
+# -- Hugging Face Hub: a small server answering the calls huggingface_hub makes ------------------
+@dataclasses.dataclass
+class HubRepo:
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)  # branch or tag: commit
+    commits: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
+    token: str | None = None  # private: seen only with this token
+    gated: bool = False  # files need a token
+    gzip: dict[str, bytes] = dataclasses.field(default_factory=dict)  # path: gzip body sent
+    corrupt: set[str] = dataclasses.field(default_factory=set)  # served with a byte changed
+    flaky: int = 0  # the info call answers 503 this many times first
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def is_lfs(path: str) -> bool:
+    return path.endswith((".bin", ".safetensors"))  # as a model repo's .gitattributes says
+
+
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    """The Hub's API as huggingface_hub 2.x calls it:
+    GET /api/models/<repo>[/revision/<rev>]              model info: the commit `sha`
+    GET /api/models/<repo>/tree/<rev>?recursive=...      the listing, 3 entries a page (Link:
+                                                         rel="next" with a cursor)
+    HEAD|GET /<repo>/resolve/<rev>/<path>                a file: X-Repo-Commit, ETag (git blob
+                                                         id) and Content-Length; LFS files a 302
+                                                         to the CDN with X-Linked-Etag (sha256)
+                                                         and X-Linked-Size
+    GET /cdn/<sha256> (the CDN, another port)            LFS content
+    Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo), which
+    huggingface_hub turns into its exception classes."""
+
+    repos: dict[str, HubRepo] = {}
+    blobs: dict[str, bytes] = {}  # sha256: LFS content
+    cdn = ""  # the CDN's base URL
+    cdn_authorizations: list[str] = []  # Authorization headers the CDN saw
+    protocol_version = "HTTP/1.1"
+    PAGE = 3
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[0] == "cdn":
+            self.cdn_authorizations.append(self.headers.get("Authorization", ""))
+            self.reply(200, self.blobs[parts[1]])
+        elif parts[:2] == ["api", "models"] and len(parts) in (4, 6) and \
+                parts[4:5] in ([], ["revision"]):
+            self.info("/".join(parts[2:4]), parts[5] if len(parts) == 6 else "main")
+        elif parts[:2] == ["api", "models"] and parts[4:5] == ["tree"]:
+            self.tree("/".join(parts[2:4]), parts[5], "/".join(parts[6:]), parse_qs(query))
+        elif len(parts) >= 5 and parts[2] == "resolve":
+            self.resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+        else:
+            self.error(404, "", "not a Hub route")
+
+    def reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def error(self, status: int, code: str, message: str) -> None:
+        self.reply(status, json.dumps({"error": message}).encode(),
+                   {"X-Error-Code": code, "X-Error-Message": message} if code else {})
+
+    def repo(self, repo_id: str, files: bool = False) -> HubRepo | None:
+        """The repository, if this request may see it (else an error is sent)."""
+        repo = self.repos.get(repo_id)
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if repo is None or (repo.token and token != repo.token):
+            self.error(401, "RepoNotFound", "Repository not found")
+        elif files and repo.gated and not token:
+            self.error(401, "GatedRepo", f"Access to model {repo_id} is restricted.")
+        else:
+            return repo
+        return None
+
+    def commit(self, repo: HubRepo, revision: str) -> str | None:
+        commit = repo.refs.get(revision) or (revision if revision in repo.commits else None)
+        if commit is None:
+            self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return commit
+
+    def info(self, repo_id: str, revision: str) -> None:
+        if (repo := self.repo(repo_id)) is None:
+            return
+        if repo.flaky:
+            repo.flaky -= 1
+            return self.error(503, "", "Service Unavailable")
+        if (commit := self.commit(repo, revision)) is not None:
+            self.reply(200, json.dumps({
+                "id": repo_id, "sha": commit, "private": bool(repo.token), "gated": repo.gated,
+                "siblings": [{"rfilename": name} for name in repo.commits[commit]]}).encode(),
+                {"Content-Type": "application/json"})
+
+    def tree(self, repo_id: str, revision: str, folder: str, query: dict) -> None:
+        if (repo := self.repo(repo_id)) is None or (commit := self.commit(repo, revision)) is None:
+            return
+        assert query.get("recursive") == ["true"], query  # only what modelstorage asks for
+        entries = []
+        for name, data in sorted(repo.commits[commit].items()):
+            for depth in range(1, name.count("/") + 1):
+                directory = "/".join(name.split("/")[:depth])
+                entry = {"type": "directory", "oid": "0" * 40, "size": 0, "path": directory}
+                if entry not in entries:
+                    entries.append(entry)
+            entry = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": name}
+            if is_lfs(name):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                "pointerSize": 134}
+            entries.append(entry)
+        entries = [e for e in entries if not folder or e["path"].startswith(folder + "/")]
+        start = int(query.get("cursor", ["0"])[0])
+        headers = {"Content-Type": "application/json"}
+        if start + self.PAGE < len(entries):
+            base = f"http://{self.headers['Host']}{self.path.partition('?')[0]}"
+            headers["Link"] = f'<{base}?recursive=true&cursor={start + self.PAGE}>; rel="next"'
+        self.reply(200, json.dumps(entries[start:start + self.PAGE]).encode(), headers)
+
+    def resolve(self, repo_id: str, revision: str, name: str) -> None:
+        if (repo := self.repo(repo_id, files=True)) is None or \
+                (commit := self.commit(repo, revision)) is None:
+            return
+        data = repo.commits[commit].get(name)
+        if data is None:
+            return self.error(404, "EntryNotFound", f"{name} does not exist at {commit}")
+        headers = {"X-Repo-Commit": commit}
+        if is_lfs(name):
+            sha256 = hashlib.sha256(data).hexdigest()
+            self.blobs[sha256] = data
+            return self.reply(302, b"", {**headers, "Location": f"{self.cdn}/cdn/{sha256}",
+                                         "X-Linked-Etag": f'"{sha256}"',
+                                         "X-Linked-Size": str(len(data))})
+        headers["ETag"] = f'"{git_blob_id(data)}"'
+        if name in repo.gzip and self.command == "GET":
+            return self.reply(200, repo.gzip[name], {**headers, "Content-Encoding": "gzip"})
+        if name in repo.corrupt:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        self.reply(200, data, headers)
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    """(the Hub's base URL, its repositories, the Authorization headers its CDN saw); LFS
+    content comes from the CDN, on another port."""
+    hub = serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler))
+    cdn = serve(http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler))
+    HubHandler.cdn = f"http://127.0.0.1:{cdn.server_address[1]}"
+    yield (f"http://127.0.0.1:{hub.server_address[1]}", HubHandler.repos,
+           HubHandler.cdn_authorizations)
+    hub.shutdown()
+    cdn.shutdown()
+
+
+@pytest.fixture
+def hub(hub_server, monkeypatch, tmp_path):
+    """Pushes files to a fake Hub repository: `hub(repo_id, files, branch=..., **HubRepo
+    fields)` returns the commit. Downloads find the Hub through HF_ENDPOINT."""
+    url, repos, _ = hub_server
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+    def push(repo_id: str, files: dict[str, bytes], branch: str = "main", **fields) -> str:
+        repo = repos.setdefault(repo_id, HubRepo())
+        for name, value in fields.items():
+            setattr(repo, name, value)
+        commit = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+        repo.commits[commit] = dict(files)
+        repo.refs[branch] = commit
+        return commit
+
+    return push
+
+
+# -- MLflow: a tracking server with a SQLite registry and artifacts on disk, served by its proxy -
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """(its URL, what tests/storage/mlflow_registry.py registered there)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The registry script imports MLflow while the server starts, then waits for it.
+    seeding = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("mlflow_registry.py"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder,
+        env={**os.environ, "MLFLOW_TRACKING_URI": url})
+    try:
+        proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                      str(port), "--workers", "1", "--backend-store-uri",
+                      f"sqlite:///{folder}/mlflow.db", "--artifacts-destination",
+                      str(folder / "artifacts")], folder / "server.log", port, timeout=180)
+    except BaseException:
+        seeding.kill()
+        raise
+    try:
+        out, err = seeding.communicate(timeout=300)
+        assert seeding.returncode == 0, err
+        yield url, json.loads(out.strip().splitlines()[-1])
+    finally:
+        seeding.kill()
+        stop(proc)

@@ -1,5 +1,6 @@
 """S3 (moto), GCS (fake-gcs-server) and Azure Blob (azurite), each a real server on loopback."""
 
+import datetime
 import hashlib
 import io
 import os
@@ -243,3 +244,140 @@ def test_azure_wrong_key_fails_fast(container, azurite, tmp_path, monkeypatch, r
         download(uri, tmp_path / "a")
     assert not retries  # permanent: not retried
     assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture
+def container_sas(azure_account):
+    """`container_sas(container, read=True, ...)`: a SAS for it, signed with the account key."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    def sas(container: str, **permissions) -> str:
+        return generate_container_sas(azure_account[0], container, account_key=azure_account[1],
+                                      permission=ContainerSasPermissions(**permissions),
+                                      expiry=datetime.datetime.now(datetime.UTC)
+                                      + datetime.timedelta(hours=1))
+
+    return sas
+
+
+@pytest.fixture
+def endpoint_only(azurite, monkeypatch):
+    """Azurite's endpoint with no credential in the connection string: the URI or the
+    environment has to bring one."""
+    endpoint = azurite[azurite.index("BlobEndpoint="):]
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", endpoint)
+    return endpoint
+
+
+def test_azure_sas_token_in_the_uri(container, container_sas, endpoint_only, tmp_path,
+                                   retries):
+    """KServe's way: the SAS is the URI's query. It never shows in errors or in the marker."""
+    sas = container_sas(container, read=True, list=True)
+    uri = azure_uri(container, "models/m1")
+    with pytest.raises(StorageError, match=f"^{uri}: .*"):
+        download(uri, tmp_path / "a")  # a private container: no anonymous access
+    dest = download(f"{uri}?{sas}", tmp_path / "a")
+    assert tree(dest) == EXPECTED
+    assert (dest / MARKER).read_text().count(f"{uri}?REDACTED") == 1 and "sig=" not in \
+        (dest / MARKER).read_text()
+    read_only = container_sas(container, read=True)  # cannot list
+    with pytest.raises(StorageError) as refused:
+        download(f"{uri}?{read_only}", tmp_path / "b")
+    assert str(refused.value).startswith(f"{uri}?REDACTED: ")
+    assert read_only not in str(refused.value) and "sig=" not in str(refused.value)
+    assert not retries and not (tmp_path / "b").exists()
+
+
+def test_azure_sas_token_from_the_environment_or_connection_string(
+        container, container_sas, endpoint_only, tmp_path, monkeypatch):
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "?" + container_sas(container, read=True,
+                                                                      list=True))
+    assert tree(download(azure_uri(container, "models/m1"), tmp_path / "a")) == EXPECTED
+    monkeypatch.delenv("AZURE_STORAGE_SAS_TOKEN")
+    sas = container_sas(container, read=True, list=True)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       f"{endpoint_only}SharedAccessSignature={sas}")
+    assert tree(download(azure_uri(container, "models/m1"), tmp_path / "b")) == EXPECTED
+
+
+def test_azure_account_key_for_the_uris_account(container, endpoint_only, tmp_path,
+                                                monkeypatch, azure_account):
+    monkeypatch.setenv("AZURE_STORAGE_ACCESS_KEY", azure_account[1])
+    assert tree(download(azure_uri(container, "models/m1"), tmp_path / "a")) == EXPECTED
+
+
+@pytest.fixture
+def entra(authority, tls, monkeypatch):
+    """azure-identity pointed at the tests' authority (trusted through the CA bundle)."""
+    url, handler = authority
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[2]))
+    handler.token_requests.clear()
+    return handler
+
+
+@pytest.fixture
+def oauth_container(azurite_oauth, azure_account, entra, monkeypatch):
+    """A container on the HTTPS azurite that takes bearer tokens, found through an endpoint-only
+    connection string."""
+    from azure.storage.blob import BlobServiceClient
+
+    key_string = (f"DefaultEndpointsProtocol=https;AccountName={azure_account[0]};"
+                  f"AccountKey={azure_account[1]};BlobEndpoint={azurite_oauth};")
+    name = unique("c")
+    client = BlobServiceClient.from_connection_string(key_string).create_container(name)
+    for key, data in FILES.items():
+        client.upload_blob(key, data)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"BlobEndpoint={azurite_oauth};")
+    return name
+
+
+def test_azure_service_principal(entra, oauth_container, tmp_path, monkeypatch, retries):
+    """AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET: azure-identity asks the
+    authority for a token with the secret, and azurite takes that token as the request's."""
+    monkeypatch.setenv("AZURE_TENANT_ID", entra.TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", entra.CLIENT)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", entra.SECRET)
+    uri = azure_uri(oauth_container, "models/m1")
+    assert tree(download(uri, tmp_path / "a")) == EXPECTED
+    assert [(r["path"], r["client_id"], r["client_secret"], r["scope"])
+            for r in entra.token_requests] == [
+        (f"/{entra.TENANT}/oauth2/v2.0/token", entra.CLIENT, entra.SECRET,
+         "https://storage.azure.com/.default")]
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong-secret")
+    with pytest.raises(StorageError, match=f"^{uri}: .*AADSTS7000215") as refused:
+        download(uri, tmp_path / "b")
+    assert "wrong-secret" not in str(refused.value)
+    assert not retries and not (tmp_path / "b").exists()
+
+
+def test_azure_kserve_legacy_names_and_workload_identity(entra, oauth_container, tmp_path,
+                                                         monkeypatch):
+    """KServe's older AZ_* names; and AKS workload identity, whose token file is sent to the
+    authority as the client assertion."""
+    monkeypatch.setenv("AZ_TENANT_ID", entra.TENANT)
+    monkeypatch.setenv("AZ_CLIENT_ID", entra.CLIENT)
+    monkeypatch.setenv("AZ_CLIENT_SECRET", entra.SECRET)
+    assert tree(download(azure_uri(oauth_container, "models/m1"), tmp_path / "a")) == EXPECTED
+    monkeypatch.delenv("AZ_CLIENT_SECRET")
+    (tmp_path / "token").write_text("federated-token-from-kubernetes")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(tmp_path / "token"))
+    assert tree(download(azure_uri(oauth_container, "models/m1/"), tmp_path / "b")) == EXPECTED
+    assert entra.token_requests[-1]["client_assertion"] == "federated-token-from-kubernetes"
+    assert len(entra.token_requests) == 2
+
+
+def test_azure_client_id_alone_is_a_managed_identity(monkeypatch):
+    """Without a secret or a token file, the client id names a managed identity, which only the
+    platform's metadata endpoint serves: this checks the credential chosen, and asks no token."""
+    from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
+
+    from modelstorage.azure import credential, identity_credential
+
+    monkeypatch.setenv("AZURE_CLIENT_ID", "my-identity")
+    assert isinstance(identity_credential(), ManagedIdentityCredential)
+    monkeypatch.setenv("AZURE_TENANT_ID", "my-tenant")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/token")
+    assert isinstance(identity_credential(), WorkloadIdentityCredential)
+    monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "sv=2024&sig=x")  # a SAS comes first
+    assert type(credential("acct")).__name__ == "AzureSasCredential"

@@ -2,16 +2,21 @@
 
 import io
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from modelstorage import StorageError, download
-from modelstorage.atomic import MARKER
+from modelstorage.atomic import LOCK, MARKER, TEMP
 from modelstorage.progress import Progress
 
 
@@ -32,6 +37,7 @@ def source(tmp_path):
 def test_local_folder_and_file_uri(source, tmp_path):
     assert tree(download(str(source), tmp_path / "a")) == tree(source)
     assert tree(download(f"file://{source}", tmp_path / "b")) == tree(source)
+    assert tree(download(f"file:{source}", tmp_path / "b2")) == tree(source)
     single = download(f"file://{source}/model.joblib", tmp_path / "c")
     assert tree(single) == {"model.joblib": b"weights"}
 
@@ -138,6 +144,19 @@ def test_http_errors_permanent_and_transient(http_server, tmp_path, monkeypatch,
         download(f"{url}/files/flaky.bin", tmp_path / "c")
 
 
+def test_a_signature_in_the_uri_is_never_shown(http_server, tmp_path, retries):
+    """A presigned URL's query is a credential: errors, retry warnings and the marker hide it."""
+    url, files = http_server
+    signed = "X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=0123456789abcdef"
+    with pytest.raises(StorageError, match=rf"^{url}/files/absent\?REDACTED: HTTP 404") as error:
+        download(f"{url}/files/absent?{signed}", tmp_path / "a")
+    files["signed.bin"] = b"s"
+    dest = download(f"{url}/flaky/signed.bin?{signed}", tmp_path / "b")  # 503 once: a warning
+    seen = [str(error.value), (dest / MARKER).read_text(), *retries]
+    assert len(seen) == 3 and not [text for text in seen if "0123456789abcdef" in text]
+    assert f"{url}/flaky/signed.bin?REDACTED" in seen[1] and "REDACTED" in seen[2]
+
+
 def test_dropped_connection_leaves_nothing_behind(http_server, tmp_path, monkeypatch):
     import modelstorage.retry
 
@@ -212,17 +231,24 @@ def test_hostile_archives_are_refused(http_server, tmp_path, name):
     assert not any(p.name == "evil.txt" for p in tmp_path.parent.rglob("evil.txt"))
 
 
-def test_sdk_imported_only_for_its_scheme(tmp_path):
-    """An image without boto3 still serves the other schemes, and says what to install."""
+@pytest.mark.parametrize("sdk,uri,extra", [
+    ("boto3", "s3://b/m", "s3"), ("huggingface_hub", "hf://org/m", "hf"),
+    ("mlflow", "models:/m/1", "mlflow"), ("mlflow", "runs:/0123/model", "mlflow"),
+    ("azure.identity", "https://a.blob.core.windows.net/c/m", "azure")])
+def test_sdk_imported_only_for_its_scheme(tmp_path, sdk, uri, extra):
+    """An image without one SDK still serves the other schemes, and says what to install."""
     code = (
-        "import sys; sys.modules['boto3'] = None\n"  # as if not installed
+        f"import sys; sys.modules[{sdk!r}] = None\n"  # as if not installed
         "import modelstorage\n"
-        "sdks = ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob')\n"
+        "sdks = ('boto3', 'botocore', 'google.cloud.storage', 'azure.storage.blob',\n"
+        "        'azure.identity', 'huggingface_hub', 'mlflow')\n"
         "assert not [name for name in sdks if sys.modules.get(name)]\n"
-        f"modelstorage.download('s3://b/m', {str(tmp_path / 'd')!r})\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "StorageError: s3://b/m: boto3 is not installed: pip install 'modelstorage[s3]'" \
-        in run.stderr, run.stderr
+        f"modelstorage.download({uri!r}, {str(tmp_path / 'd')!r})\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "AZURE_CLIENT_ID": "an-app"})
+    missing = rf"StorageError: {re.escape(uri)}: {sdk}[.\w]* is not installed: pip install " \
+        rf"'modelstorage\[{extra}\]'"
+    assert re.search(missing, run.stderr), run.stderr
 
 
 def test_progress_bar_on_a_terminal(capsys):
@@ -245,3 +271,81 @@ def test_cli(source, tmp_path):
     usage = subprocess.run([sys.executable, "-m", "modelstorage", "--help"],
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and "URI" in usage.stdout.upper()
+
+
+# -- two downloads into one DEST ------------------------------------------------------------------
+def wait_for_stage(folder: Path, timeout: float = 20) -> None:
+    """Until a download has made its staging folder in `folder` (so the next one overlaps it)."""
+    deadline = time.monotonic() + timeout
+    while not any(p.name.startswith(TEMP) for p in folder.iterdir()):
+        assert time.monotonic() < deadline, "the first download never started"
+        time.sleep(0.01)
+
+
+def test_two_downloads_into_one_dest_take_turns(http_server, tmp_path, retries):
+    """The second waits for the first (it used to delete the first's staging folder as left by
+    an interrupted download), then finds the model there."""
+    url, files = http_server
+    files["turns.bin"] = b"t" * 100_000
+    uri, dest = f"{url}/slow/turns.bin", tmp_path / "dest"
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("modelstorage").addHandler(handler)
+    logging.getLogger("modelstorage").setLevel(logging.INFO)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(download, uri, dest)
+            wait_for_stage(tmp_path)
+            second = pool.submit(download, uri, dest)
+            assert first.result() == second.result() == dest
+    finally:
+        logging.getLogger("modelstorage").removeHandler(handler)
+    assert tree(dest) == {"turns.bin": b"t" * 100_000}
+    assert f"waiting for another download into {dest} to finish" in messages
+    assert f"{dest} already holds {uri}; not downloading it again" in messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]  # no lock, no staging left
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "turns.bin"]
+
+
+def test_two_processes_with_different_models_into_one_folder(http_server, tmp_path):
+    """Two storage initializers filling one existing folder (a volume) with different models:
+    both succeed, one after the other, and the folder holds the second, whole."""
+    url, files = http_server
+    files["one.bin"], files["two.bin"] = b"1" * 50_000, b"2" * 80_000
+    dest = tmp_path / "models"
+    dest.mkdir()
+
+    def cli(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "modelstorage", f"{url}/slow/{name}",
+                                 str(dest)], stderr=subprocess.PIPE, text=True)
+
+    first = cli("one.bin")
+    wait_for_stage(dest)
+    second = cli("two.bin")
+    assert first.wait(60) == 0, first.stderr.read()
+    assert second.wait(60) == 0, second.stderr.read()
+    assert "waiting for another download" in second.stderr.read()
+    assert tree(dest) == {"two.bin": b"2" * 80_000}
+    assert json.loads((dest / MARKER).read_text())["uri"] == f"{url}/slow/two.bin"
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "two.bin"]
+
+
+def test_a_killed_download_leaves_nothing_that_blocks_the_next(http_server, tmp_path):
+    """Its lock dies with it, and the next download removes its staging folder."""
+    url, files = http_server
+    files["killed.bin"] = b"k" * 100_000
+    dest = tmp_path / "models"
+    dest.mkdir()
+    (dest / "old.bin").write_bytes(b"old")
+    killed = subprocess.Popen([sys.executable, "-m", "modelstorage", f"{url}/slow/killed.bin",
+                               str(dest)], stderr=subprocess.DEVNULL)
+    wait_for_stage(dest)
+    killed.kill()
+    killed.wait()
+    left = {p.name for p in dest.iterdir()} - {"old.bin"}
+    assert LOCK in left and any(name.startswith(TEMP) for name in left)
+    assert (dest / "old.bin").read_bytes() == b"old"
+    download(f"{url}/files/killed.bin", dest)
+    assert tree(dest) == {"killed.bin": b"k" * 100_000}
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "killed.bin"]

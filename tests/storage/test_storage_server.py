@@ -54,3 +54,31 @@ def test_repository_load_from_s3(launch, s3, s3_endpoint, tmp_path):
                             json={"parameters": {"storage_uri": "s3://repo/models/none"}})
     assert missing.status_code == 400 and "no objects under" in missing.json()["error"]
     shutil.rmtree(root)
+
+
+def test_storage_uri_from_the_mlflow_registry(launch, mlflow_server, tmp_path):
+    """The MLflow runtime started with STORAGE_URI=models:/iris@champion serves what the
+    registry's champion predicts."""
+    from sklearn.datasets import load_iris
+
+    url, made = mlflow_server
+    server = launch("-m", "mlflowserver", "--model_name", "iris", "--model_dir",
+                    str(tmp_path / "models"),
+                    env={"STORAGE_URI": "models:/iris@champion", "MLFLOW_TRACKING_URI": url})
+    reply = requests.post(server.url + "/v1/models/iris:predict",
+                          json={"instances": load_iris().data[::50].tolist()})
+    assert reply.json() == {"predictions": made["v1"]["predictions"]}
+
+
+def test_repository_load_from_the_hub(launch, hub, hub_server, tmp_path):
+    hub("org/flower", {"model.joblib": IRIS.read_bytes()})
+    root = tmp_path / "repo"
+    root.mkdir()
+    server = launch("-m", "sklearnserver", "--model_dir", str(root), "--multi_model",
+                    env={"HF_ENDPOINT": hub_server[0]})
+    load = requests.post(server.url + "/v2/repository/models/flower/load",
+                         json={"parameters": {"storage_uri": "hf://org/flower"}})
+    assert load.status_code == 200, load.text
+    reply = requests.post(server.url + "/v1/models/flower:predict",
+                          json={"instances": [[6.8, 2.8, 4.8, 1.4]]})
+    assert reply.json() == {"predictions": [1]}
