@@ -61,6 +61,15 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="a request not answered in time gets 504; 0 for none (default: 120)")
     limits.add_argument("--max_queue_size", type=int, default=None,
                         help="requests one model may hold at once; more get 503 (default: 1000)")
+    limits.add_argument("--max_header_bytes", type=int, default=64 * 1024,
+                        help="a request whose line and headers are larger gets 431 "
+                             "(default: 64 KiB)")
+    limits.add_argument("--request_read_timeout_seconds", type=float, default=30.0,
+                        help="once a request's first byte has come, all of it must come within "
+                             "this, else 408 (default: 30)")
+    limits.add_argument("--max_connections", type=int, default=2000,
+                        help="open HTTP connections; past it the longest-idle one is closed "
+                             "(default: 2000)")
     limits.add_argument("--keep_alive_timeout", type=float, default=3660.0,
                         help="seconds an idle HTTP connection stays open; longer than Envoy's "
                              "1-hour upstream idle timeout, so the proxy always closes first "

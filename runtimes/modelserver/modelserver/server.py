@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from .args import add_runtime_flags, build_parser, flag_settings, parse_args
 from .core.dataplane import DataPlane
 from .core.recorder import Recorder
@@ -29,7 +27,7 @@ from .ops.metrics import Metrics
 from .ops import tracing
 from .runtime.registry import can_any_load
 from .settings import SETTINGS_FILE
-from .transports.httpproto import OneWriteHttpToolsProtocol
+from .transports.http import HttpServer, Limits
 from .transports.rest import RestApp
 
 log = logging.getLogger(__name__)
@@ -129,99 +127,87 @@ def _run_worker(args, serving: Serving, threads: int, shared: Workers | None = N
     peers_ready = None if shared is None else (lambda: shared.loaded.value >= args.workers)
     tracer = tracing.Tracer(args.prog) if tracing.wanted(args.enable_tracing) else None
     dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer), peers_ready)
-    state: dict[str, Any] = {"exit_code": 0}
-    server: uvicorn.Server
-
-    async def load_models() -> None:
-        if serving.root is not None and args.load_at_startup:
-            for name in repository.on_disk():  # one that fails stays UNAVAILABLE
-                try:
-                    await repository.load_from_disk(name)
-                except Exception as exc:
-                    log.error("model '%s' failed to load: %s", name, exc)
-        try:
-            await repository.load_given()
-        except Exception as exc:
-            log.error("%s", exc)
-            log.debug("load failure", exc_info=True)
-            state["exit_code"] = 1
-            server.should_exit = True
-            return
-        if shared is not None:
-            with shared.loaded.get_lock():
-                shared.loaded.value += 1
-
-    async def on_startup() -> None:
-        if args.enable_grpc:  # in this process's event loop, beside uvicorn
-            from .transports import grpc
-
-            try:
-                state["grpc"] = await grpc.start(
-                    dataplane, args.host, args.grpc_port,
-                    max_message_bytes=args.grpc_max_message_bytes,
-                    reuse_port=args.workers > 1)
-            except Exception:
-                state["exit_code"] = 1
-                raise
-            log.info("gRPC on %s (pid %d)", state["grpc"].address, os.getpid())
-        if serving.root is not None and args.load_at_startup:
-            repository.expect(repository.on_disk())  # readiness waits for every folder
-        state["loader"] = asyncio.get_running_loop().create_task(load_models())
-
-    async def on_shutdown() -> None:
-        if "grpc" in state:
-            await state["grpc"].stop(args.graceful_shutdown_seconds)
-        if shared is not None:
-            metrics.write_snapshot()  # this worker's last counts stay in the sum
-        if tracer is not None:
-            tracer.shutdown()
-
-    app = RestApp(dataplane, metrics, on_startup=on_startup, on_shutdown=on_shutdown,
-                  max_request_bytes=args.max_request_bytes)
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http=OneWriteHttpToolsProtocol,
-        lifespan="on",
-        access_log=False,  # ours is structured and knows the model
-        server_header=False,
-        proxy_headers=False,  # nothing here reads the client address: skip the middleware
-        log_config=None,
-        timeout_keep_alive=args.keep_alive_timeout,
-        timeout_graceful_shutdown=args.graceful_shutdown_seconds,
-    )
-    server = DrainingServer(config, dataplane)
     sock = _listen(args.host, args.http_port, reuse_port=args.workers > 1)
-    # uvicorn re-raises the stop signal once it has shut down; a shutdown it completed is a
-    # success, so exit 0 rather than die by SIGTERM.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
-    log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
-    _run_uvloop(server.serve(sockets=[sock]))
+    code = _run_loop(_serve(args, serving, dataplane, metrics, sock, shared))
+    if tracer is not None:
+        tracer.shutdown()
     access_log.flush()
-    return state["exit_code"]
+    return code
 
 
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM, readiness turns false at once; uvicorn then stops accepting connections and
-    waits up to the grace period for in-flight requests."""
+async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
+                 sock: socket.socket, shared: Workers | None) -> int:
+    """Serve until SIGTERM (or a model given to the server fails to load), then drain: readiness
+    turns false at once, the listeners close, and requests in progress get the grace period."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    repository = dataplane.repository
+    grpc_server = None
+    if args.enable_grpc:  # in this process's event loop, beside REST
+        from .transports import grpc
 
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane):
-        super().__init__(config)
-        self.dataplane = dataplane
+        try:
+            grpc_server = await grpc.start(dataplane, args.host, args.grpc_port,
+                                           max_message_bytes=args.grpc_max_message_bytes,
+                                           reuse_port=args.workers > 1)
+        except OSError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("gRPC on %s (pid %d)", grpc_server.address, os.getpid())
+    if serving.root is not None and args.load_at_startup:
+        repository.expect(repository.on_disk())  # readiness waits for every folder
+    loader = loop.create_task(_load_models(args, serving, repository, shared))
+    loader.add_done_callback(lambda task: task.cancelled() or task.result() or stop.set())
+    http = HttpServer(RestApp(dataplane, metrics, args.max_request_bytes).handle, Limits(
+        max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_request_bytes,
+        read_timeout=args.request_read_timeout_seconds, keep_alive=args.keep_alive_timeout,
+        max_connections=args.max_connections))
+    await http.start(sock)
+    log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
+    await stop.wait()
+    failed = loader.done() and not loader.cancelled() and loader.result() is False
+    dataplane.draining = True
+    grace = args.graceful_shutdown_seconds
+    log.info("stopping: requests in progress get %gs to finish (pid %d)", grace, os.getpid())
+    await asyncio.gather(http.shutdown(grace),
+                         grpc_server.stop(grace) if grpc_server else asyncio.sleep(0))
+    loader.cancel()
+    if shared is not None:
+        metrics.write_snapshot()  # this worker's last counts stay in the sum
+    log.info("stopped (pid %d)", os.getpid())
+    return 1 if failed else 0
 
-    def handle_exit(self, sig, frame) -> None:
-        self.dataplane.draining = True
-        super().handle_exit(sig, frame)
+
+async def _load_models(args, serving: Serving, repository: ModelRepository,
+                       shared: Workers | None) -> bool:
+    """Load the repository's folders (one that fails stays UNAVAILABLE) and the given models
+    (one that fails stops the server); False when a given model failed."""
+    if serving.root is not None and args.load_at_startup:
+        for name in repository.on_disk():
+            try:
+                await repository.load_from_disk(name)
+            except Exception as exc:
+                log.error("model '%s' failed to load: %s", name, exc)
+    try:
+        await repository.load_given()
+    except Exception as exc:
+        log.error("%s", exc)
+        log.debug("load failure", exc_info=True)
+        return False
+    if shared is not None:
+        with shared.loaded.get_lock():
+            shared.loaded.value += 1
+    return True
 
 
-def _run_uvloop(coro) -> None:
+def _run_loop(coro):
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def serve(model_class: type[Model] | None, argv: list[str] | None = None,
