@@ -63,6 +63,7 @@ class ModelServer:
     def start(self, models: list[Model] = (), root: Path | None = None,
               default_class: type[Model] | None = None) -> None:
         threads = configure_threads(self.args.workers)  # before any worker or model starts
+        _open_files_for(self.args.max_connections)
         log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
         serving = Serving(list(models), root, default_class)
         if self.args.workers == 1:
@@ -92,6 +93,23 @@ class ModelServer:
         for worker in workers:
             worker.join()
         return max((w.exitcode or 0) for w in workers)
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise this process's open-file limit to what the system allows, so that
+    `--max_connections` (plus the model's own files) is reached before the limit is."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (ImportError, ValueError, OSError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < connections + 256:
+        log.warning("the open-file limit (%d) is close to --max_connections (%d): connections "
+                    "past it will be refused", soft, connections)
 
 
 def _worker_main(args, serving: Serving, threads: int, shared: Workers) -> None:
@@ -158,7 +176,7 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
         log.info("gRPC on %s (pid %d)", grpc_server.address, os.getpid())
     if serving.root is not None and args.load_at_startup:
         repository.expect(repository.on_disk())  # readiness waits for every folder
-    loader = loop.create_task(_load_models(args, serving, repository, shared))
+    loader = loop.create_task(_load_models(args, serving, dataplane, shared))
     loader.add_done_callback(lambda task: task.cancelled() or task.result() or stop.set())
     http = HttpServer(RestApp(dataplane, metrics, args.max_request_bytes).handle, Limits(
         max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_request_bytes,
@@ -180,16 +198,17 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
     return 1 if failed else 0
 
 
-async def _load_models(args, serving: Serving, repository: ModelRepository,
+async def _load_models(args, serving: Serving, dataplane: DataPlane,
                        shared: Workers | None) -> bool:
     """Load the repository's folders (one that fails stays UNAVAILABLE) and the given models
     (one that fails stops the server); False when a given model failed."""
+    repository = dataplane.repository
     if serving.root is not None and args.load_at_startup:
         for name in repository.on_disk():
             try:
-                await repository.load_from_disk(name)
+                await dataplane.load_model(name)
             except Exception as exc:
-                log.error("model '%s' failed to load: %s", name, exc)
+                log.error("model '%s' failed to load: %s", name, str(exc))
     try:
         await repository.load_given()
     except Exception as exc:
@@ -227,16 +246,30 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     if model_class is None or args.multi_model or is_repository(root, model_class):
         server.start(root=root, default_class=model_class)
     else:
-        server.start([model_class(args.model_name, args.model_dir)])
+        server.start([single_model(model_class, args.model_name, root)])
 
 
 def is_repository(root: Path, model_class: type[Model]) -> bool:
-    """A folder that is not one model itself, but has folders that are."""
+    """A folder that is not one model itself, but has folders that are. Numbered folders are
+    versions of the one model (Triton's and TF Serving's layout), not models named 1, 2, ..."""
     if model_class.can_load(root) or not root.is_dir():
         return False
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in root.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and not p.name.isdigit()]
     return any((p / SETTINGS_FILE).is_file() or can_any_load(latest_version(p)[0])
                for p in folders)
+
+
+def single_model(model_class: type[Model], name: str, root: Path) -> Model:
+    """The model in `root`, or else in its highest numbered version folder."""
+    if model_class.can_load(root) or not root.is_dir():
+        folder, version = root, None
+    else:
+        folder, version = latest_version(root)
+    model = model_class(name, str(folder))
+    if version is not None:
+        model.version = version
+    return model
 
 
 def fetch_model(model_dir: str) -> None:

@@ -8,7 +8,6 @@ back to `record` once the answer is sent."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from .call import Call
 from .recorder import Recorder
 from .repository import ModelRepository
 from .runner import Codec, Runner
+from .threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.repository.get(name, version).model.ready
+        runner = self.repository.get(name, version)
+        return runner.model.ready and not runner.stuck()
 
     def model_metadata(self, name: str, version: str | None = None) -> dict:
         model = self.repository.get(name, version).model
@@ -90,18 +91,20 @@ class DataPlane:
     async def load_model(self, name: str, parameters: dict | None = None) -> None:
         """Load (or reload) `<model_dir>/<name>`, first fetching `storage_uri` into it if given."""
         uri = (parameters or {}).get("storage_uri")
-        if uri is not None:
-            folder = self.repository.folder_for_download(name)
-            await asyncio.get_running_loop().run_in_executor(None, fetch, uri, folder)
-        try:
-            await self.repository.load_from_disk(name)
-        except ServingError:
-            raise
-        except Exception as exc:
-            raise ModelFailed(f"failed to load model '{name}': {exc}") from None
+        async with self.repository.exclusive(name):
+            if uri is not None:
+                folder = self.repository.folder_for_download(name)
+                await in_thread(fetch, uri, folder, name=f"fetch-{name}")
+            try:
+                await self.repository.load_from_disk(name)
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise ModelFailed(f"failed to load model '{name}': {exc}") from None
 
     async def unload_model(self, name: str) -> None:
-        await self.repository.unload(name)
+        async with self.repository.exclusive(name):
+            await self.repository.unload(name)
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(self, call: Call, name: str, version: str | None, codec: Codec) -> Any:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ..ops.heap import freeze_heap, refreeze_heap
 from ..runtime.registry import model_class_for
 from ..settings import SETTINGS_FILE, read_settings, resolve
 from .runner import Runner
+from .threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class ModelRepository:
         self._models: dict[str, Runner] = {}
         self._unavailable: dict[str, Unavailable] = {}
         self._loading: set[str] = set()
+        self._exclusive: dict[str, list] = {}  # name -> [lock, users]: one change at a time
         self.root = root
         self.default_class = default_class
         self.sources = sources or SettingsSources({}, {})
@@ -107,9 +110,25 @@ class ModelRepository:
         return list(dict.fromkeys(classes))
 
     def all_ready(self) -> bool:
-        return not self._loading and all(r.model.ready for r in self._models.values())
+        """Every model loaded, and none stuck."""
+        return not self._loading and all(r.model.ready and not r.stuck()
+                                         for r in self._models.values())
 
     # -- loading --------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def exclusive(self, name: str):
+        """One load or unload of a name at a time: a second waits for the first, so two loads
+        of one model neither fetch into the same folder at once nor race to serve."""
+        entry = self._exclusive.setdefault(name, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._exclusive[name]
+
     async def load_given(self) -> None:
         """Load the models the server was given; the first failure is raised."""
         for model in self._given:
@@ -134,7 +153,7 @@ class ModelRepository:
         if not model.ready:
             self._loading.add(model.name)
             try:
-                loaded = await asyncio.get_running_loop().run_in_executor(None, model.load)
+                loaded = await in_thread(model.load, name=f"load-{model.name}")
             finally:
                 self._loading.discard(model.name)
             if loaded is False:
@@ -186,9 +205,7 @@ class ModelRepository:
         while runner.inflight and loop.time() < deadline:
             await asyncio.sleep(0.01)
         runner.close()
-        # Handed over in a list the thread empties: a pool thread may still hold what it ran
-        # for a moment after the result is in, and the model must be collectable at once.
-        await loop.run_in_executor(None, _unload, [runner.model])
+        await in_thread(runner.model.unload, name=f"unload-{runner.name}")
 
     def loaded_count(self) -> int:
         return sum(r.model.ready for r in self._models.values())
@@ -240,10 +257,6 @@ class ModelRepository:
                 entries.append({"name": name, "version": version, "state": state,
                                 "reason": reason})
         return entries
-
-
-def _unload(holder: list[Model]) -> None:
-    holder.pop().unload()
 
 
 def latest_version(folder: Path) -> tuple[Path, str | None]:

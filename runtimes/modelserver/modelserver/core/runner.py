@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import perf_counter
 from typing import Any, Protocol
 
-from ..errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
+from ..errors import InvalidInput, ModelFailed, ModelNotReady, ServingError, Timeout, Unavailable
 from ..model import Model, Route
 from ..ops.metrics import ModelMetrics
 from ..types import InferRequest, InferResponse, Reply, RouteRequest
@@ -43,8 +44,12 @@ class Runner:
         self.stats = ModelStats()
         self.max_tensor_elements = max_tensor_elements
         self.inflight = 0  # requests inside now; unloading waits for them
-        # A pool of the model's own: a model whose predict hangs holds only its own threads.
-        self.executor = (ThreadPoolExecutor(thread_name_prefix=f"predict-{model.name}")
+        self.running: dict[object, float] = {}  # calls in the model's threads: their starts
+        self.finished = 0.0  # when the last such call returned
+        # A pool of the model's own (of the standard pool's size): a model whose predict hangs
+        # holds only its own threads.
+        self.pool_size = min(32, (os.cpu_count() or 1) + 4)
+        self.executor = (ThreadPoolExecutor(self.pool_size, f"predict-{model.name}")
                          if model.predict_in_thread else None)
         self.batcher = (Batcher(settings.batch_rows, settings.max_batch_delay, self._execute,
                                 self._executed)
@@ -96,13 +101,42 @@ class Runner:
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         if self.executor is not None:
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, function,
-                                                                      *args)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._timed, function, args)
         else:
             result = function(*args)
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    def _timed(self, function: Callable[..., Any], args: tuple) -> Any:
+        """In a model thread: `function(*args)`, known to be running while it runs (a request
+        that timed out stops waiting for it; the thread does not stop)."""
+        token = object()
+        self.running[token] = perf_counter()
+        try:
+            return function(*args)
+        finally:
+            del self.running[token]
+            self.finished = perf_counter()
+
+    def stuck(self) -> str | None:
+        """Why the model cannot serve, if calls in its threads hang: every thread holds a call
+        past the request deadline, or (batching, one call at a time) the batch call has run
+        past it while nothing else finished. New requests would only wait for nothing."""
+        timeout = self.settings.request_timeout_seconds
+        running = self.running.copy()  # one step under the GIL, though threads change it
+        if not running or not timeout:
+            return None
+        now = perf_counter()
+        overdue = [started for started in running.values() if now - started > timeout]
+        if not overdue:
+            return None
+        if len(overdue) < self.pool_size and (self.batcher is None
+                                              or self.finished > min(overdue)):
+            return None
+        return (f"calls of its framework have run for up to {now - min(overdue):.0f}s without "
+                "finishing")
 
     def _executed(self, rows: int, merge: float, infer: float, split: float) -> None:
         self.stats.execution(rows, merge, infer, split)
@@ -145,6 +179,8 @@ class Runner:
 
     # -- limits ---------------------------------------------------------------------------------
     def _admit(self) -> None:
+        if self.running and (reason := self.stuck()):
+            raise ModelNotReady(self.name, reason)
         if self.inflight >= self.settings.max_queue_size:
             raise Unavailable(f"model '{self.name}' has {self.inflight} requests waiting, its "
                               "limit; try again later")

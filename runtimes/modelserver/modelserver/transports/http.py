@@ -11,8 +11,8 @@ arrived slowly. Here:
 - once a request's first byte has come, all of it must come within `read_timeout` (else 408);
   an idle connection closes after `keep_alive`; a sweep once a second enforces both, so nothing
   is scheduled per request;
-- at `max_connections`, the longest-idle connection makes room for a new one, or, with none
-  idle, the new one is refused, so probes still get through;
+- at `max_connections`, the longest-idle connection (else the slowest to send its request)
+  makes room for a new one, so probes still get through;
 - a connection's state goes when it goes, however it ends;
 - each response is one write; pipelined requests are answered in order.
 
@@ -131,13 +131,19 @@ class HttpServer:
         return self._date
 
     def admit(self, connection: Connection) -> bool:
-        """Room for one more connection: the longest-idle one goes, if one must."""
+        """Room for one more connection: if one must go, the longest-idle one, else the one
+        whose request has been arriving for longest (a client too slow to finish its
+        request, on purpose or not). Connections whose request is being answered stay."""
         if len(self.connections) < self.limits.max_connections:
             return True
         idle = [c for c in self.connections if c.idle]
-        if not idle:
+        slow = [c for c in self.connections if c.reading and c.task is None]
+        if idle:
+            min(idle, key=lambda c: c.deadline).close()
+        elif slow:
+            min(slow, key=lambda c: c.started)._fail(408, "the request did not arrive in time")
+        else:
             return False
-        min(idle, key=lambda c: c.deadline).close()
         return True
 
     async def _sweep(self) -> None:
@@ -162,6 +168,7 @@ class Connection(asyncio.Protocol):
         self.reading = False  # a request has begun and not yet arrived in full
         self.in_head = False  # ... and its head has not either
         self.raw_head = 0
+        self.started = 0.0
         self.closed = False
         self._reset_request()
 
