@@ -3,6 +3,7 @@ skl2onnx, a torch module through torch.onnx.export, and graphs built with onnx.h
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,11 @@ def torch_classifier(folder: Path) -> None:
             return torch.softmax(logits, dim=1), logits.argmax(dim=1)
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(Classifier().eval(), (torch.zeros(2, 4),), str(folder / "model.onnx"),
-                      input_names=["features"], output_names=["probabilities", "label"],
-                      dynamic_shapes={"features": {0: torch.export.Dim("batch")}})
+    with warnings.catch_warnings():  # torch's own deprecation notices, from inside the exporter
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.onnx.export(Classifier().eval(), (torch.zeros(2, 4),), str(folder / "model.onnx"),
+                          input_names=["features"], output_names=["probabilities", "label"],
+                          dynamic_shapes={"features": {0: torch.export.Dim("batch")}})
 
 
 # The typed graph's inputs, all with a first dimension "N": name -> (element type, other dims).

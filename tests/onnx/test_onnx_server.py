@@ -23,9 +23,6 @@ from tritonclient.utils import np_to_triton_dtype
 
 import onnx_test_models as models
 
-# torch.onnx.export's own deprecation notice, from inside torch.
-pytestmark = pytest.mark.filterwarnings("ignore:`isinstance(treespec, LeafSpec)`:FutureWarning")
-
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "onnx-iris"
 IRIS_ROWS = np.array([[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]],
