@@ -46,6 +46,7 @@ class OnnxModel(Model):
         self._session: Any = None
         self._invalid_argument: type[Exception] = RuntimeError
         self._outputs: list[str] = []  # what a request that names no outputs gets
+        self._known_outputs: frozenset[str] = frozenset()
         self._columns: set[str] = set()  # inputs declared [-1, 1]: a column [n] is taken too
         self._text: list[str] = []  # string inputs, which ONNX Runtime takes as str
         self._shared: list[list[tuple[int, int]]] = []  # (input, axis) that share a dimension
@@ -114,6 +115,7 @@ class OnnxModel(Model):
         if not self.output_specs:
             raise RuntimeError(f"{path.name} has no tensor output to serve")
         self._outputs = [spec.name for spec in self.output_specs]
+        self._known_outputs = frozenset(self._outputs)
         self._columns = {s.name for s in self.input_specs if s.shape == (None, 1)}
         self._text = [s.name for s in self.input_specs if s.datatype == "BYTES"]
         self._shared = _shared_dimensions(inputs)
@@ -167,7 +169,7 @@ class OnnxModel(Model):
         """The outputs to compute: those the request names, when the model has them all (else
         all, and the data plane answers which one it lacks)."""
         wanted = request.output_names
-        if wanted is None or not set(wanted) <= set(self._outputs):
+        if wanted is None or not self._known_outputs.issuperset(wanted):
             return self._outputs
         return list(dict.fromkeys(wanted))
 
