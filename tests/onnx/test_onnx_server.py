@@ -3,12 +3,13 @@ ZipMap) served on its own; a repository of a skl2onnx pipeline with a text colum
 torch.onnx.export model with a dynamic batch, hand-built graphs of every datatype and of open
 shapes, version folders and models that cannot load; `python -m modelserver` hosting an ONNX
 model beside a scikit-learn one. Each prediction is checked over KServe v1, v2 JSON, v2 binary
-(tritonclient HTTP) and gRPC (tritonclient gRPC)."""
+(tritonclient HTTP) and gRPC (tritonclient gRPC); perf_analyzer runs against the example."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import onnx_test_models as models
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "onnx-iris"
+PERF_ANALYZER = REPO / ".cache" / "perf_analyzer" / "bin" / "perf_analyzer"
 IRIS_ROWS = np.array([[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]],
                      dtype=np.float32)
 
@@ -194,6 +196,20 @@ def test_statistics_count_every_protocol(iris):
     assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 9
     rest = requests.get(iris.url + "/v2/models/iris/versions/1/stats", timeout=10).json()
     assert rest["model_stats"][0]["inference_stats"]["success"]["count"] == count(after, "success")
+
+
+@pytest.mark.skipif(not PERF_ANALYZER.exists(), reason="perf_analyzer is not installed "
+                    "(tests/grpc/setup.sh installs it from ../shared)")
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_runs_as_users_run_it(iris, protocol):
+    url = iris.url.removeprefix("http://") if protocol == "http" else iris.grpc_target
+    run = subprocess.run(
+        [str(PERF_ANALYZER), "-m", "iris", "--concurrency-range", "1:2", "-i", protocol,
+         "-u", url, "--measurement-interval", "1000", "--stability-percentage", "1000"],
+        capture_output=True, text=True, timeout=240)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "Concurrency: 2, throughput:" in output, output
 
 
 @pytest.mark.parametrize("inputs,message", [
