@@ -25,6 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 IRIS_ROW = [6.8, 2.8, 4.8, 1.4]
 
 
+# Other runtimes, each serving its example alone after the scikit-learn scenarios: (runtime
+# module, example folder, model name, v2 request body), loaded at each RUNTIME_CONCURRENCY.
+RUNTIME_SCENARIOS = [
+    ("onnxserver", "examples/onnx-iris", "iris",
+     json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                             "data": IRIS_ROW}]}).encode()),
+]
+RUNTIME_CONCURRENCY = (8, 64)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,9 +53,10 @@ def wide_model(folder: Path) -> Path:
 
 
 def start_server(port: int, model_dir: Path, name: str, workers: int = 1,
-                 grpc_port: int | None = None, flags: tuple[str, ...] = ()) -> subprocess.Popen:
+                 grpc_port: int | None = None, flags: tuple[str, ...] = (),
+                 runtime: str = "sklearnserver") -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sklearnserver", "--model_name", name,
+        [sys.executable, "-m", runtime, "--model_name", name,
          "--model_dir", str(model_dir), "--http_port", str(port),
          "--grpc_port", str(grpc_port or free_port()),
          "--host", "127.0.0.1", "--workers", str(workers), *flags],
@@ -100,6 +111,21 @@ def grpc_scenarios(target: str, delayed_target: str) -> list[tuple[str, str, str
     return rows
 
 
+def run_runtime_scenarios(seconds: float) -> None:
+    """RUNTIME_SCENARIOS, one server at a time."""
+    for runtime, folder, name, body in RUNTIME_SCENARIOS:
+        port = free_port()
+        server = start_server(port, REPO / folder, name, runtime=runtime)
+        try:
+            for concurrency in RUNTIME_CONCURRENCY:
+                result = loadgen.run(f"http://127.0.0.1:{port}/v2/models/{name}/infer", body,
+                                     concurrency, seconds, headers={})
+                report(f"{runtime} v2 {name} c={concurrency}", result)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+
+
 def report(name: str, result: loadgen.Result) -> None:
     print(f"{name:<30}{result.rps:>10.0f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
           f"{result.errors:>9}", flush=True)
@@ -118,8 +144,9 @@ def main() -> None:
                             flags=("--max_batch_delay_ms", "2"))]
     tool = "wrk" if shutil.which("wrk") else "python loadgen"
     grpc_tool = "h2load" if shutil.which("h2load") else "python grpcload"
-    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} and {grpc_tool}, "
-          f"{args.seconds:g}s per scenario\n")
+    others = ", ".join(dict.fromkeys(row[0] for row in RUNTIME_SCENARIOS))
+    print(f"sklearnserver, then {others}; 1 worker, {os.cpu_count()} CPUs, load from {tool} and "
+          f"{grpc_tool}, {args.seconds:g}s per scenario\n")
     print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     try:
         for name, url, body, concurrency, headers in scenarios(f"http://127.0.0.1:{port}",
@@ -129,6 +156,7 @@ def main() -> None:
         for name, target, method, request, concurrency in grpc_scenarios(
                 f"127.0.0.1:{grpc_port}", f"127.0.0.1:{delayed_grpc}"):
             report(name, grpcload.run(target, method, request, concurrency, args.seconds))
+        run_runtime_scenarios(args.seconds)
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)
