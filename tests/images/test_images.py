@@ -222,7 +222,7 @@ class Runtime:
             try:
                 if requests.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2).ok:
                     return time.monotonic() - self.container.started
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or busy loading
                 pass
             if not self.container.running():
                 break
