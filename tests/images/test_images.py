@@ -153,8 +153,8 @@ def containers():
         container.remove()
 
 
-def host_network() -> list[str]:
-    return ["--network", "host"]
+# The containers that talk to the S3 server, which listens on loopback only.
+HOST_NETWORK = ["--network", "host"]
 
 
 def read_only() -> list[str]:
@@ -335,7 +335,7 @@ def fetch_as_init_container(containers, s3, folder: Path, uri: str, user: str) -
     """The storage initializer as KServe runs it: args `<storageUri> /mnt/models`, the shared
     folder at /mnt/models; read-only root filesystem, as the same user as the pod's runtime."""
     return containers(image_ref(INITIALIZER.name), uri, "/mnt/models", env=s3, detach=False,
-                      options=[*host_network(), "--user", user, "--cap-drop=ALL", *read_only(),
+                      options=[*HOST_NETWORK, "--user", user, "--cap-drop=ALL", *read_only(),
                                "-v", f"{folder}:/mnt/models"])
 
 
@@ -363,7 +363,7 @@ def test_kserve_pod(image, user, containers, s3, tmp_path):
 
 def one_container(containers, image, env: dict, user: str | None = None) -> Runtime:
     http_port, grpc_port = free_port(), free_port()
-    options = [*host_network(), *(["--user", user] if user else [])]
+    options = [*HOST_NETWORK, *(["--user", user] if user else [])]
     return Runtime(containers(image_ref(image.name), f"--http_port={http_port}",
                               f"--grpc_port={grpc_port}", env=env, options=options),
                    http_port, grpc_port)
@@ -390,7 +390,7 @@ def test_storage_uri_already_in_model_dir(image, containers):
     container = containers(
         image_ref(image.name), f"--model_name={MODEL}", f"--http_port={http_port}",
         f"--grpc_port={grpc_port}", env={"STORAGE_URI": "/mnt/models"},
-        options=[*host_network(), "-v", f"{example_model(image)}:/mnt/models:ro"])
+        options=[*HOST_NETWORK, "-v", f"{example_model(image)}:/mnt/models:ro"])
     runtime = Runtime(container, http_port, grpc_port)
     runtime.wait_ready()
     runtime.check_predictions()
