@@ -152,6 +152,10 @@ def dockerfile(image: Image) -> str:
         "EXPOSE": expose,
         "ENTRYPOINT": entrypoint, "LABEL_ARGS": label_args, "EXTRA_LABELS": extra_labels,
         "BUILD_HINT": " [FRAMEWORK_VERSION=x]" if image.is_runtime else "",
+        # Runtime images fetch from the clouds; under KServe, the storage initializer (with
+        # every scheme: hf:// and models:/ too) fetches first. Both SDKs would cost a runtime
+        # image about 95 MB.
+        "STORAGE_EXTRAS": "cloud" if image.is_runtime else "all",
     }
     lines = []
     for line in TEMPLATE.read_text().splitlines(keepends=True):
