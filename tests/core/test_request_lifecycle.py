@@ -91,6 +91,14 @@ def test_grpc_and_rest_requests_share_the_statistics(server):
     assert counts(stats_of(server, "echo"))["success"] == before["success"] + 1
 
 
+def test_warmup_runs_before_ready_and_counts_nowhere(server):
+    reply = v2(server, "warm", [1.0])
+    assert reply.status_code == 200
+    assert reply.json()["outputs"][0]["data"] == [3]  # two warmup calls came first
+    stats = stats_of(server, "warm")
+    assert counts(stats)["success"] == 1 and stats["execution_count"] == 1
+
+
 def test_every_stage_has_a_histogram_per_model(server):
     names = ("preprocess", "queue", "inference", "postprocess")
     before = {n: metric(server, f"modelserver_{n}_duration_seconds_count", model="stats")

@@ -10,14 +10,15 @@ import signal
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .args import add_runtime_flags, build_parser, flag_settings, parse_args
 from .core.dataplane import DataPlane
+from .core.poller import Poller
 from .core.recorder import Recorder
-from .core.repository import ModelRepository, SettingsSources, latest_version
+from .core.repository import ModelRepository, SettingsSources
 from .core.runner import Runner
 from .model import Model
 from .ops.cpus import configure_threads
@@ -25,8 +26,9 @@ from .ops.heap import tune_malloc
 from .ops.logs import access_log, configure_logging
 from .ops.metrics import Metrics
 from .ops import tracing
+from .runtime.files import latest_version
 from .runtime.registry import can_any_load
-from .settings import SETTINGS_FILE
+from .settings import SETTINGS_FILE, read_settings
 from .transports.http import HttpServer, Limits
 from .transports.rest import RestApp
 
@@ -40,6 +42,8 @@ class Serving:
     models: list[Model]
     root: Path | None = None
     default_class: type[Model] | None = None
+    # The settings.json of a given model's folder, by model name.
+    folder_settings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,11 +65,12 @@ class ModelServer:
         configure_logging(args.log_level, args.log_format, args.access_log)
 
     def start(self, models: list[Model] = (), root: Path | None = None,
-              default_class: type[Model] | None = None) -> None:
+              default_class: type[Model] | None = None,
+              folder_settings: dict[str, dict] | None = None) -> None:
         threads = configure_threads(self.args.workers)  # before any worker or model starts
         _open_files_for(self.args.max_connections)
         log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
-        serving = Serving(list(models), root, default_class)
+        serving = Serving(list(models), root, default_class, folder_settings or {})
         if self.args.workers == 1:
             sys.exit(_run_worker(self.args, serving, threads))
         with tempfile.TemporaryDirectory(prefix="modelserver-metrics-") as metrics_dir:
@@ -140,8 +145,12 @@ def _run_worker(args, serving: Serving, threads: int, shared: Workers | None = N
         return Runner(model, metrics.model(model.name), args.max_tensor_elements)
 
     sources = SettingsSources(flag_settings(args), {"threads": threads})
-    repository = ModelRepository(runner, serving.models, serving.root, serving.default_class,
-                                 sources)
+    try:
+        repository = ModelRepository(runner, serving.models, serving.root,
+                                     serving.default_class, sources, serving.folder_settings)
+    except ValueError as exc:  # a given model's settings are wrong
+        log.error("%s", exc)
+        return 1
     peers_ready = None if shared is None else (lambda: shared.loaded.value >= args.workers)
     tracer = tracing.Tracer(args.prog) if tracing.wanted(args.enable_tracing) else None
     dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer), peers_ready)
@@ -176,7 +185,11 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
         log.info("gRPC on %s (pid %d)", grpc_server.address, os.getpid())
     if serving.root is not None and args.load_at_startup:
         repository.expect(repository.on_disk())  # readiness waits for every folder
-    loader = loop.create_task(_load_models(args, serving, dataplane, shared))
+    poller = None
+    if serving.root is not None and args.repository_poll_seconds > 0:
+        poller = Poller(dataplane, args.repository_poll_seconds)
+        dataplane.polled = True
+    loader = loop.create_task(_load_models(args, serving, dataplane, shared, poller))
     loader.add_done_callback(lambda task: task.cancelled() or task.result() or stop.set())
     http = HttpServer(RestApp(dataplane, metrics, args.max_request_bytes).handle, Limits(
         max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_request_bytes,
@@ -192,21 +205,24 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
     await asyncio.gather(http.shutdown(grace),
                          grpc_server.stop(grace) if grpc_server else asyncio.sleep(0))
     loader.cancel()
+    if poller is not None and poller.task is not None:
+        poller.task.cancel()
     if shared is not None:
         metrics.write_snapshot()  # this worker's last counts stay in the sum
     log.info("stopped (pid %d)", os.getpid())
     return 1 if failed else 0
 
 
-async def _load_models(args, serving: Serving, dataplane: DataPlane,
-                       shared: Workers | None) -> bool:
+async def _load_models(args, serving: Serving, dataplane: DataPlane, shared: Workers | None,
+                       poller: Poller | None) -> bool:
     """Load the repository's folders (one that fails stays UNAVAILABLE) and the given models
-    (one that fails stops the server); False when a given model failed."""
+    (one that fails stops the server), then start polling if asked; False when a given model
+    failed."""
     repository = dataplane.repository
     if serving.root is not None and args.load_at_startup:
         for name in repository.on_disk():
             try:
-                await dataplane.load_model(name)
+                await dataplane.load_from_disk(name)
             except Exception as exc:
                 log.error("model '%s' failed to load: %s", name, str(exc))
     try:
@@ -218,6 +234,8 @@ async def _load_models(args, serving: Serving, dataplane: DataPlane,
     if shared is not None:
         with shared.loaded.get_lock():
             shared.loaded.value += 1
+    if poller is not None:
+        poller.start()
     return True
 
 
@@ -241,12 +259,12 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     args = parse_args(parser, argv)
     server = ModelServer(args)
-    fetch_model(args.model_dir)
-    root = Path(args.model_dir)
+    root = fetch_model(args.model_dir)
     if model_class is None or args.multi_model or is_repository(root, model_class):
         server.start(root=root, default_class=model_class)
     else:
-        server.start([single_model(model_class, args.model_name, root)])
+        model = single_model(model_class, args.model_name, root)
+        server.start([model], folder_settings={model.name: read_settings(root)})
 
 
 def is_repository(root: Path, model_class: type[Model]) -> bool:
@@ -272,15 +290,25 @@ def single_model(model_class: type[Model], name: str, root: Path) -> Model:
     return model
 
 
-def fetch_model(model_dir: str) -> None:
-    """With STORAGE_URI set, download it into the model directory first (KServe's contract)."""
-    uri = os.environ.get("STORAGE_URI")
+def fetch_model(model_dir: str) -> Path:
+    """The local folder to serve from. With STORAGE_URI set, it is downloaded into the model
+    directory first (KServe's contract); a `--model_dir` that is itself a URI (as KServe's own
+    servers take one) is downloaded into a temporary folder."""
+    uri, folder = os.environ.get("STORAGE_URI"), Path(model_dir)
+    if not uri and is_uri(model_dir):
+        uri, folder = model_dir, Path(tempfile.mkdtemp(prefix="modelserver-model-"))
     if not uri:
-        return
+        return folder
     from modelstorage import StorageError, download
 
     try:
-        download(uri, model_dir)
+        download(uri, folder)
     except StorageError as exc:
         log.error("could not fetch the model: %s", exc)
         sys.exit(1)
+    return folder
+
+
+def is_uri(location: str) -> bool:
+    """A location modelstorage fetches rather than a local path (s3://..., models:/name/1)."""
+    return "://" in location or location.startswith(("models:/", "runs:/"))

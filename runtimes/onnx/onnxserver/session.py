@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from modelserver.core.repository import latest_version
+from modelserver.runtime.files import latest_version
 from modelserver.datatypes import TO_NUMPY
 from modelserver.runtime.conform import Spec
 from modelserver.runtime.files import find_model_file, model_files

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserver import InferRequest, InvalidInput, Model, TensorSpec
+from modelserver import InferRequest, InvalidInput, Model, Tensor, TensorSpec
 from modelserver.runtime.conform import datatype_of, listing, match_inputs
 
 from .calls import program_call, to_numpy, to_tensor
@@ -36,6 +36,8 @@ class TorchModel(Model):
     platform = "pytorch"
     # torch computes without the GIL.
     predict_in_thread = True
+    # A model's first forward costs many times the others: one on zeros before it is ready.
+    defaults = {"warmup": 1}
 
     def __init__(self, name: str, model_dir: str):
         super().__init__(name)
@@ -75,27 +77,23 @@ class TorchModel(Model):
             apply_signature(torch, self.interface, signature, path)
         self.settings = self.settings.default(
             max_batch_size=BATCH_ROWS if self.interface.batched else 0)
-        self._warm_up()
         log.info("loaded %s (%s): inputs %s; %d thread(s)", path, self.platform,
                  listing(self.interface.inputs), torch.get_num_threads())
         return True
 
-    def _warm_up(self) -> None:
-        """One call on zeros where the input shapes are known, so that the first request does
-        not pay for the first run (and so that a model that cannot run at all says so now)."""
+    def example_request(self) -> InferRequest | None:
+        """Zeros shaped as the inputs are declared, with the fewest rows a dynamic batch
+        dimension allows; None when the inputs' sizes are not known."""
         if not self.interface.declared:
-            return
-        arrays = []
+            return None
+        tensors = []
         for spec, dynamic in zip(self.interface.inputs, self.interface.dynamic):
             if spec.shape is None or any(d is None for d in spec.shape[1:]):
-                return
+                return None
             rows = max(1, dynamic[0].low) if dynamic and dynamic[0] is not None else 1
             shape = (rows, *spec.shape[1:]) if spec.shape and spec.shape[0] is None else spec.shape
-            arrays.append(np.zeros(shape, dtype=spec.dtype))
-        try:
-            self._forward(arrays)
-        except Exception as exc:  # zeros may be out of some model's domain: not an error
-            log.debug("warm-up call failed: %s", first_line(exc))
+            tensors.append(Tensor.from_numpy(spec.name, np.zeros(shape, dtype=spec.dtype)))
+        return InferRequest(tensors)
 
     def unload(self) -> None:
         super().unload()

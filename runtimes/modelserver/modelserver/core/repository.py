@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import InvalidInput, ModelNotFound, ModelNotReady
 from ..model import Model
 from ..ops.heap import freeze_heap, refreeze_heap
+from ..runtime.files import latest_version
 from ..runtime.registry import model_class_for
 from ..settings import SETTINGS_FILE, read_settings, resolve
 from .runner import Runner
@@ -58,7 +59,8 @@ class SettingsSources:
 class ModelRepository:
     def __init__(self, runner: Callable[[Model], Runner], models: list[Model] = (),
                  root: Path | None = None, default_class: type[Model] | None = None,
-                 sources: SettingsSources | None = None):
+                 sources: SettingsSources | None = None,
+                 folder_settings: Mapping[str, Mapping[str, Any]] | None = None):
         self._runner = runner  # makes the Runner of a loaded model
         self._given: list[Model] = list(models)  # served as given, loaded at start
         self._models: dict[str, Runner] = {}
@@ -68,8 +70,9 @@ class ModelRepository:
         self.root = root
         self.default_class = default_class
         self.sources = sources or SettingsSources({}, {})
-        for model in self._given:
-            model.settings = self.sources.settings_of(type(model), {}, "settings")
+        for model in self._given:  # with their folder's settings.json, when they have one
+            model.settings = self.sources.settings_of(
+                type(model), (folder_settings or {}).get(model.name, {}), SETTINGS_FILE)
         self.expect([model.name for model in self._given])  # readiness waits for them
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -110,9 +113,10 @@ class ModelRepository:
         return list(dict.fromkeys(classes))
 
     def all_ready(self) -> bool:
-        """Every model loaded, and none stuck."""
-        return not self._loading and all(r.model.ready and not r.stuck()
-                                         for r in self._models.values())
+        """Every model loaded (one being reloaded serves its old version meanwhile), and none
+        stuck."""
+        return (all(name in self._models for name in self._loading)
+                and all(r.model.ready and not r.stuck() for r in self._models.values()))
 
     # -- loading --------------------------------------------------------------------------------
     @asynccontextmanager
@@ -149,20 +153,25 @@ class ModelRepository:
         return runner
 
     async def _load(self, model: Model, replace: bool = False) -> Runner:
-        """Run `model.load()` off the event loop (a False return is a failure), then serve it."""
-        if not model.ready:
-            self._loading.add(model.name)
-            try:
+        """Run `model.load()` off the event loop (a False return is a failure), warm the model
+        up, then serve it; it counts as loading until then."""
+        self._loading.add(model.name)
+        try:
+            if not model.ready:
                 loaded = await in_thread(model.load, name=f"load-{model.name}")
-            finally:
-                self._loading.discard(model.name)
-            if loaded is False:
-                raise RuntimeError(f"model '{model.name}' reported that it failed to load")
-        self._loading.discard(model.name)
-        model.settings = model.settings.default(max_batch_size=0)  # still open: no batching
+                if loaded is False:
+                    raise RuntimeError(f"model '{model.name}' reported that it failed to load")
+            model.settings = model.settings.default(max_batch_size=0)  # still open: no batching
+            runner = self._runner(model)
+            try:
+                await runner.warm_up()
+            except Exception:
+                runner.close()
+                raise
+        finally:
+            self._loading.discard(model.name)
         freeze_heap()
         model.ready = True
-        runner = self._runner(model)
         old = self._models.get(model.name)
         self._models[model.name] = runner
         self._unavailable.pop(model.name, None)
@@ -196,6 +205,10 @@ class ModelRepository:
         del runner  # so that its reference cycles can be collected
         refreeze_heap()
         log.info("model '%s' unloaded", name)
+
+    def forget(self, name: str) -> None:
+        """A model whose folder is gone: not listed any more."""
+        self._unavailable.pop(name, None)
 
     async def _retire(self, runner: Runner) -> None:
         """Stop new requests reaching the model, let in-flight ones finish, then unload it."""
@@ -257,12 +270,3 @@ class ModelRepository:
                 entries.append({"name": name, "version": version, "state": state,
                                 "reason": reason})
         return entries
-
-
-def latest_version(folder: Path) -> tuple[Path, str | None]:
-    """Triton's layout: numbered subfolders are versions, and the highest is served."""
-    versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        return folder, None
-    newest = max(versions, key=lambda p: int(p.name))
-    return newest, newest.name

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..errors import InvalidInput, ModelFailed, ModelNotReady, ServingError, Timeout, Unavailable
 from ..model import Model, Route
 from ..ops.metrics import ModelMetrics
+from ..protocol import v2json
 from ..types import InferRequest, InferResponse, Reply, RouteRequest
 from .batching import Batcher, run_alone
 from .call import Call
@@ -46,6 +47,7 @@ class Runner:
         self.inflight = 0  # requests inside now; unloading waits for them
         self.running: dict[object, float] = {}  # calls in the model's threads: their starts
         self.finished = 0.0  # when the last such call returned
+        self.warming = False  # warmup requests are counted nowhere
         # A pool of the model's own (of the standard pool's size): a model whose predict hangs
         # holds only its own threads.
         self.pool_size = min(32, (os.cpu_count() or 1) + 4)
@@ -139,8 +141,41 @@ class Runner:
                 "finishing")
 
     def _executed(self, rows: int, merge: float, infer: float, split: float) -> None:
+        if self.warming:
+            return
         self.stats.execution(rows, merge, infer, split)
         self.metrics.batch_rows.observe(rows)
+
+    # -- warmup ---------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        """Run the model's warmup requests (settings.warmup) through this runner, as requests
+        run (preprocess, batching, its threads, postprocess), counted nowhere. Request bodies
+        given in the settings must succeed; requests made from the model's example may not (a
+        model may refuse zeros): the first user then pays instead."""
+        warmup = self.settings.warmup
+        if not warmup:
+            return
+        given = isinstance(warmup, tuple)
+        self.warming = True
+        try:
+            for number in range(1, (len(warmup) if given else warmup) + 1):
+                try:
+                    request = (v2json.decode_request(warmup[number - 1]) if given
+                               else self.model.example_request())
+                    if request is None:
+                        log.info("model '%s' declares no inputs: no warmup", self.name)
+                        return
+                    request.model_name = self.name
+                    await self._within_deadline(self._predict(request, Call("", "", "")))
+                except ServingError as exc:
+                    if given:
+                        raise ValueError(f"warmup request {number} failed: {exc.message}") \
+                            from None
+                    log.info("model '%s': a warmup request made from its metadata failed (%s); "
+                             "list warmup requests in its settings.json", self.name, exc.message)
+                    return
+        finally:
+            self.warming = False
 
     # -- custom routes --------------------------------------------------------------------------
     async def route(self, call: Call, route: Route, body: bytes, headers: dict[str, str]) -> Reply:
