@@ -17,6 +17,8 @@ import requests
 import xgboost as xgb
 from sklearn.datasets import load_iris
 
+from binary_offsets import check_every_offset
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "xgboost-iris"
 DATA = Path(__file__).with_name("data")
@@ -350,3 +352,9 @@ def test_startup_errors_are_clean(launch, tmp_path, setup, message):
     output = server.output()
     assert message in output and str(tmp_path.name) in output, output
     assert "Traceback" not in output and "Stack trace" not in output and "[bt]" not in output
+
+
+def test_binary_tensors_at_every_offset(server):
+    # XGBoost refuses a misaligned buffer: the runtime copies the input when it is one.
+    statuses = check_every_offset(server.url)
+    assert statuses[("iris_json", "FP32")] == statuses[("categorical", "FP64")] == "200"

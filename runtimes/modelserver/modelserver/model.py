@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from .errors import InvalidInput, ServingError
 from .protocol import v1
 from .settings import ModelSettings
-from .types import InferRequest, InferResponse, Reply, Tensor, TensorSpec
+from .types import InferRequest, InferResponse, Reply, RequestedOutput, Tensor, TensorSpec
 
 
 class Model:
@@ -85,6 +85,21 @@ class Model:
         return v1.encode(response)
 
     # -- shared by the data plane ---------------------------------------------------------------
+    def name_outputs(self, request: InferRequest) -> None:
+        """KServe's runtimes name their outputs `output-0`, `output-1`, ... and its clients ask
+        for them by those names: a requested `output-N` that this model has no output of that
+        name is its N-th default output (the v1 outputs from the settings, then the rest it
+        declares), computed under its own name and answered under the requested one."""
+        if not any(want.name.startswith(KSERVE_OUTPUT) for want in request.outputs):
+            return
+        declared = [spec.name for spec in self.outputs()]
+        defaults = [*(self.settings.outputs or ()), *declared]
+        defaults = list(dict.fromkeys(defaults))  # in order, once each
+        for want in request.outputs:
+            index = _kserve_index(want.name)
+            if index is not None and want.name not in declared and index < len(defaults):
+                want.name, want.answer_as = defaults[index], want.name
+
     def make_response(self, result: Any, request: InferRequest) -> InferResponse:
         """Normalise predict's result and keep only the outputs the request asked for."""
         if isinstance(result, InferResponse):
@@ -149,15 +164,33 @@ def _routes_of(cls: type) -> dict[tuple[str, str], Route]:
     return found
 
 
-def _select(outputs: list[Tensor], requested: list, model: str) -> list[Tensor]:
+KSERVE_OUTPUT = "output-"
+
+
+def _kserve_index(name: str) -> int | None:
+    """N of KServe's output name `output-N`, else None."""
+    digits = name[len(KSERVE_OUTPUT):]
+    if name.startswith(KSERVE_OUTPUT) and digits.isdigit() and digits.isascii():
+        return int(digits)
+    return None
+
+
+def _select(outputs: list[Tensor], requested: list[RequestedOutput], model: str) -> list[Tensor]:
     by_name = {t.name: t for t in outputs}
     selected = []
     for want in requested:
-        tensor = by_name.get(want.name)
+        # By the name answered under when it has been renamed already (a merged batch's outputs
+        # are selected once for the batch and again for each request in it).
+        tensor = by_name.get(want.name) or by_name.get(want.answer_as)
         if tensor is None:
-            raise InvalidInput(
-                f"model '{model}' has no output '{want.name}'; it has {', '.join(by_name) or 'none'}"
-            )
+            index = _kserve_index(want.name)
+            if index is not None and index < len(outputs):  # a model that declares no outputs
+                tensor = replace(outputs[index], name=want.name)
+            else:
+                raise InvalidInput(f"model '{model}' has no output '{want.name}'; it has "
+                                   f"{', '.join(by_name) or 'none'}")
+        if want.answer_as is not None and tensor.name != want.answer_as:
+            tensor = replace(tensor, name=want.answer_as)
         if want.parameters:
             tensor.parameters = {**(tensor.parameters or {}), **want.parameters}
         selected.append(tensor)

@@ -44,6 +44,9 @@ class Tensor:
 class RequestedOutput:
     name: str
     parameters: dict[str, Any] | None = None
+    # The name the answer carries when the request named the output otherwise (KServe's
+    # `output-N`, see Model.name_outputs).
+    answer_as: str | None = None
 
 
 @dataclass(slots=True)

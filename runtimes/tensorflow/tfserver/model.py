@@ -161,7 +161,7 @@ class TFModel(Model):
         return InferRequest(inputs=inputs, outputs=outputs, parameters=params)
 
     def encode_v1(self, response, body: Any) -> dict:
-        return tfserving.encode(response.outputs, columnar="instances" not in body)
+        return tfserving.encode(response.outputs, columnar=not tfserving.row_format(body))
 
 
 # -- finding the model --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Serving itself) speaks them on `/v1/models/<name>:predict`.
 Request: `{"signature_name": ..., "instances": [...]}` (row format: one entry per example, an
 object keyed by input name when the signature has several inputs) or `{"inputs": ...}`
 (columnar: the tensor itself, or an object of tensors by input name). String values are JSON
-strings, or `{"b64": "<base64>"}` for binary data.
+strings, or `{"b64": "<base64>"}` for binary data. A list of objects under `inputs`, which is no
+tensor, is KServe's other name for `instances`: rows, answered as rows.
 
 Response: `{"predictions": ...}` to the row format (one entry per example, an object keyed by
 output name when the signature has several outputs) and `{"outputs": ...}` to the columnar one.
@@ -34,7 +35,22 @@ def decode(body: dict, inputs: list[Spec], what: str) -> list[Tensor]:
                            "(columnar format)")
     if has_rows:
         return _decode_rows(body["instances"], inputs, what)
+    if _are_records(body["inputs"]):
+        return _decode_rows(body["inputs"], inputs, what)
     return _decode_columns(body["inputs"], inputs, what)
+
+
+def row_format(body: dict) -> bool:
+    """Whether the request is in the row format, and so its answer: `instances`, or KServe's
+    records under `inputs`."""
+    return "instances" in body or _are_records(body.get("inputs"))
+
+
+def _are_records(columns: Any) -> bool:
+    """A list of JSON objects under `inputs` (other than `{"b64": ...}` strings), which TF Serving
+    refuses as a tensor: KServe's other name for `instances`, read as rows."""
+    return (isinstance(columns, list) and bool(columns) and isinstance(columns[0], dict)
+            and not is_b64(columns[0]))
 
 
 def _decode_rows(instances: Any, specs: list[Spec], what: str) -> list[Tensor]:
