@@ -58,13 +58,13 @@ def _same(got, want) -> bool:
 
 
 def check_every_offset(url: str, models: list[str] | None = None) -> dict:
-    """Every model served at `url` (or those named), every datatype, every offset; returns
+    """Every ready model served at `url` (or those named), every datatype, every offset; returns
     {(model, datatype): status} of the plain JSON answers, for callers to check that the
     requests did reach the models. Fails on the first binary answer that differs."""
     client = httpclient.InferenceServerClient(url.removeprefix("http://"))
     if models is None:
         index = requests.post(f"{url}/v2/repository/index", timeout=10).json()
-        models = [entry["name"] for entry in index]
+        models = [entry["name"] for entry in index if entry["state"] == "READY"]
     statuses = {}
     for model in models:
         metadata = client.get_model_metadata(model)

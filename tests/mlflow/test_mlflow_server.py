@@ -15,6 +15,8 @@ import pytest
 import requests
 import yaml
 
+from binary_offsets import check_every_offset
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlflow-iris" / "model"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
@@ -335,3 +337,8 @@ def test_startup_errors_are_clean(launch, tmp_path, mlflow_models, setup, messag
     output = server.output()
     assert message in output and str(tmp_path) in output, output
     assert "Traceback" not in output
+
+
+def test_binary_tensors_at_every_offset(server):
+    statuses = check_every_offset(server.url)
+    assert statuses[("iris", "FP64")] == statuses[("named", "FP32")] == "200"

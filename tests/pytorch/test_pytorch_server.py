@@ -13,6 +13,7 @@ import requests
 import torch
 
 import torch_test_models as models
+from binary_offsets import check_every_offset
 
 # TorchScript is deprecated since torch 2.11, and still what most deployed models are.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -297,3 +298,8 @@ def test_corrupt_archive_reports_torch_reason_without_traceback(launch, tmp_path
     assert "could not load model.pt2:" in output
     assert "We ran into an error" not in output  # torch's generic words: the cause is shown
     assert "Traceback" not in output
+
+
+def test_binary_tensors_at_every_offset(repository):
+    statuses = check_every_offset(repository.url)
+    assert statuses[("two", "FP32")] == "200"

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import tf_test_models as models
+from binary_offsets import check_every_offset
 
 tf = models.tf
 # Keras' own call into numpy while saving, under numpy 2.
@@ -309,3 +310,8 @@ def test_keras_file_from_a_newer_keras_is_unavailable_with_the_reason(repository
     assert "could not load model.keras" in reason
     assert "it was saved with Keras 9.0.0; this server has Keras" in reason
     assert {index[n]["state"] for n in ("keras", "legacy", "iris")} == {"READY"}
+
+
+def test_binary_tensors_at_every_offset(repository):
+    statuses = check_every_offset(repository.url)
+    assert statuses[("iris", "FP32")] == statuses[("keras", "FP64")] == "200"
