@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..model import Model
 
+log = logging.getLogger(__name__)
+
 GROUP = "modelserver.runtimes"
 
 
 @cache
 def installed() -> dict[str, type[Model]]:
-    return {ep.name: ep.load() for ep in entry_points(group=GROUP)}
+    """Every runtime that imports: one whose package is broken is logged and left out, so it
+    does not take the others' models down with it."""
+    runtimes = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            runtimes[ep.name] = ep.load()
+        except Exception as exc:
+            log.warning("runtime %r (%s) cannot be imported, so it is not offered: %s: %s",
+                        ep.name, ep.value, type(exc).__name__, exc)
+    return runtimes
 
 
 def model_class_for(folder: Path, runtime: str | None,
