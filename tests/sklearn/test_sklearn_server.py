@@ -47,6 +47,23 @@ def test_v1_liveness_list_and_readiness(iris_server):
     assert missing.status_code == 404 and missing.json() == {"error": "model 'rose' not found"}
 
 
+def test_tensorflow_serving_paths_on_another_runtime(iris_server):
+    # Versions and labels in the URL name the one version served; TF Serving's metadata and
+    # its :classify and :regress belong to TensorFlow models.
+    url = iris_server.url + "/v1/models/iris"
+    for path in ("/versions/1:predict", "/labels/stable:predict"):
+        reply = requests.post(url + path, json={"instances": ROWS[:1]}, timeout=10)
+        assert reply.json() == {"predictions": [1]}
+    assert requests.get(url + "/versions/1", timeout=10).json() == {"name": "iris", "ready": True}
+    for method, path, message in [
+            ("POST", "/versions/2:predict", "model 'iris' version '2' not found"),
+            ("GET", "/metadata", "model 'iris' has no v1 metadata; its metadata is at "
+                                 "/v2/models/iris"),
+            ("POST", ":classify", "model 'iris' answers :predict, not :classify")]:
+        reply = requests.request(method, url + path, json={"examples": [{"x": 1}]}, timeout=10)
+        assert reply.status_code == 404 and reply.json() == {"error": message}
+
+
 def test_v1_instances_match_the_estimator(iris_server, estimator):
     reply = v1(iris_server, "iris", {"instances": ROWS})
     assert reply.status_code == 200

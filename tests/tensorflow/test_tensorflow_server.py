@@ -136,6 +136,20 @@ def test_v1_columnar_format_answers_outputs(server, direct):
         np.testing.assert_allclose(outputs["scores"], want["scores"], rtol=1e-6)
 
 
+def test_v1_records_under_inputs_are_rows(server, direct):
+    # KServe's other name for `instances`: a list of objects, which TF Serving's columnar
+    # format cannot mean (its tensors hold no objects but {"b64": ...} strings).
+    want = direct(x=np.array(ROWS, np.float32))
+    records = {"inputs": [{"x": row} for row in ROWS]}
+    predictions = v1(server, "tfm", records).json()["predictions"]
+    assert [p["label"] for p in predictions] == want["label"].tolist()
+    np.testing.assert_allclose([p["scores"] for p in predictions], want["scores"], rtol=1e-6)
+    # b64 strings are still a columnar tensor.
+    encoded = base64.b64encode(b"ab").decode()
+    columns = v1(server, "tfm", {"signature_name": "text", "inputs": [{"b64": encoded}]}).json()
+    assert columns["outputs"]["length"] == [2]
+
+
 def test_v1_single_output_signature_is_not_wrapped(server, direct):
     want = direct("scores_only", x=np.array(ROWS[:1], np.float32))["scores"]
     rows = v1(server, "tfm", {"signature_name": "scores_only", "instances": ROWS[:1]}).json()

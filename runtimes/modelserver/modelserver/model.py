@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import InvalidInput, ServingError
+from .errors import InvalidInput, NotFound, ServingError
 from .protocol import v1
 from .settings import ModelSettings
 from .types import InferRequest, InferResponse, Reply, RequestedOutput, Tensor, TensorSpec
@@ -75,14 +75,27 @@ class Model:
         return response
 
     # -- v1 (KServe) protocol -------------------------------------------------------------------
-    def decode_v1(self, body: Any) -> InferRequest:
-        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest."""
+    def decode_v1(self, body: Any, verb: str = "predict") -> InferRequest:
+        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest. `verb`
+        is the path's (`:predict`, or another a dialect has, as TF Serving's `:classify`)."""
+        if verb != "predict":
+            raise NotFound(f"model '{self.name}' answers :predict, not :{verb}")
         return v1.decode(body, self.inputs(), self.settings.outputs)
 
-    def encode_v1(self, response: InferResponse, body: Any) -> dict:
+    def encode_v1(self, response: InferResponse, body: Any, verb: str = "predict") -> dict:
         """The v1 answer; `body` is the request decode_v1 got, for dialects whose answer takes
         the request's form."""
         return v1.encode(response)
+
+    def v1_status(self) -> dict:
+        """What `GET /v1/models/{name}` answers besides KServe's name and readiness, in a v1
+        dialect that says more (TF Serving's model_version_status)."""
+        return {}
+
+    def v1_metadata(self) -> dict:
+        """`GET /v1/models/{name}/metadata`, in a v1 dialect that has it (TF Serving's)."""
+        raise NotFound(f"model '{self.name}' has no v1 metadata; its metadata is at "
+                       f"/v2/models/{self.name}")
 
     # -- shared by the data plane ---------------------------------------------------------------
     def name_outputs(self, request: InferRequest) -> None:
@@ -90,7 +103,10 @@ class Model:
         for them by those names: a requested `output-N` that this model has no output of that
         name is its N-th default output (the v1 outputs from the settings, then the rest it
         declares), computed under its own name and answered under the requested one."""
-        if not any(want.name.startswith(KSERVE_OUTPUT) for want in request.outputs):
+        for want in request.outputs:  # a loop, not any(): most requests pass straight through
+            if want.name.startswith(KSERVE_OUTPUT):
+                break
+        else:
             return
         declared = [spec.name for spec in self.outputs()]
         defaults = [*(self.settings.outputs or ()), *declared]
