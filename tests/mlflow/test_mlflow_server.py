@@ -342,3 +342,18 @@ def test_startup_errors_are_clean(launch, tmp_path, mlflow_models, setup, messag
 def test_binary_tensors_at_every_offset(server):
     statuses = check_every_offset(server.url)
     assert statuses[("iris", "FP64")] == statuses[("named", "FP32")] == "200"
+
+
+def test_kserve_payloads(server, pyfuncs):
+    """KServe's mlflow sample: one FP32 input of shape [1] per column, `content_type: pd`;
+    and its v1 records under `inputs`, its output asked for as `output-0`."""
+    row = dict(zip(COLUMNS, ROWS[1]))
+    expected = pyfuncs["iris"].predict(pd.DataFrame([row])).tolist()
+    inputs = [{"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+              for name, value in row.items()]
+    reply = requests.post(f"{server.url}/v2/models/iris/infer", timeout=30, json={
+        "parameters": {"content_type": "pd"}, "inputs": inputs,
+        "outputs": [{"name": "output-0"}]})
+    assert reply.status_code == 200, reply.text
+    assert [(o["name"], o["data"]) for o in reply.json()["outputs"]] == [("output-0", expected)]
+    assert v1(server, "iris", {"inputs": [row]}).json() == {"predictions": expected}

@@ -121,6 +121,7 @@ def test_wrong_feature_count_is_400(iris_server, rows):
         ({"instances": [1, 2, 3, 4]}, "expects a 2-D [rows, features] input"),
         ({"instances": [["a", "b", "c", "d"]]}, "cannot use this input"),
         ({"instances": [{}]}, "need at least one key"),  # found by schemathesis
+        ({"instances": [{"a": {}}]}, "the instances hold no rows"),  # and this one too
     ],
 )
 def test_v1_bad_input_is_400(iris_server, body, message):

@@ -26,7 +26,10 @@ def server(launch, tmp_path_factory):
     models.save_example_signatures(root / "iris" / "1", WEIGHTS * 0, 0.0)
     models.save_example_signatures(root / "iris" / "3", WEIGHTS, BIAS)
     models.save_signatures(root / "tfm" / "1", seed=1)
-    return launch("-m", "tfserver", "--model_dir", str(root))
+    models.save_image_classifier(root / "flowers" / "1")
+    server = launch("-m", "tfserver", "--model_dir", str(root))
+    server.root = root
+    return server
 
 
 def get(server, path):
@@ -150,6 +153,22 @@ def test_classify_and_regress_errors_are_400(server, path, body, message):
     reply = post(server, path, body)
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
+
+
+# -- KServe's sample ------------------------------------------------------------------------------
+def test_kserve_flowers_sample_shape(server):
+    """KServe's TensorFlow sample sends JPEG bytes in base64 and a key per instance."""
+    red, blue = models.jpeg((230, 20, 20)), models.jpeg((20, 20, 230))
+    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(image).decode()}, "key": key}
+                          for image, key in ((red, "   1"), (blue, "   2"))]}
+    predictions = post(server, "/v1/models/flowers:predict", body).json()["predictions"]
+    loaded = models.tf.saved_model.load(str(server.root / "flowers" / "1"))
+    want = loaded.signatures["serving_default"](image_bytes=models.tf.constant([red, blue]),
+                                                 key=models.tf.constant([b"   1", b"   2"]))
+    assert [p["key"] for p in predictions] == ["   1", "   2"]
+    assert [p["prediction"] for p in predictions] == want["prediction"].numpy().tolist() == [0, 2]
+    np.testing.assert_allclose([p["scores"] for p in predictions], want["scores"].numpy(),
+                               rtol=1e-6)
 
 
 # -- formats -------------------------------------------------------------------------------------

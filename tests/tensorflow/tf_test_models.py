@@ -51,6 +51,33 @@ def save_signatures(folder: Path, seed: int) -> Path:
     return folder
 
 
+class ImageClassifier(tf.Module):
+    """The signature of KServe's TensorFlow sample (flowers): JPEG bytes and a key per example
+    in; scores over three classes (from the mean colour), the best, and the key out."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
+                                  tf.TensorSpec([None], tf.string, name="key")])
+    def classify(self, image_bytes, key):
+        def mean_colour(jpeg):
+            return tf.reduce_mean(tf.cast(tf.io.decode_jpeg(jpeg, channels=3), tf.float32),
+                                  axis=[0, 1]) / 255.0
+
+        colours = tf.map_fn(mean_colour, image_bytes, fn_output_signature=tf.float32)
+        scores = tf.nn.softmax(4.0 * colours)
+        return {"scores": scores, "prediction": tf.argmax(scores, axis=1), "key": key}
+
+
+def save_image_classifier(folder: Path) -> Path:
+    module = ImageClassifier()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.classify})
+    return folder
+
+
+def jpeg(rgb: tuple[int, int, int], size: int = 8) -> bytes:
+    pixels = tf.fill([size, size, 3], tf.constant(0, tf.uint8)) + tf.constant(rgb, tf.uint8)
+    return tf.io.encode_jpeg(pixels).numpy()
+
+
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
 
 

@@ -71,6 +71,8 @@ def tensor(name: str, data: Any) -> Tensor:
 
 
 def columns_of_rows(rows: list[dict]) -> list[Tensor]:
+    if not rows:
+        raise InvalidInput("the instances hold no rows")
     names = list(rows[0])
     if not names:
         raise InvalidInput("instances given as objects need at least one key")
