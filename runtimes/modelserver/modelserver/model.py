@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from .errors import InvalidInput, NotFound, ServingError
 from .protocol import v1
 from .settings import ModelSettings
-from .types import InferRequest, InferResponse, Reply, RequestedOutput, Tensor, TensorSpec
+from .types import (InferRequest, InferResponse, Reply, RequestedOutput, Tensor, TensorSpec,
+                    kserve_index)
 
 
 class Model:
@@ -112,7 +113,7 @@ class Model:
         defaults = [*(self.settings.outputs or ()), *declared]
         defaults = list(dict.fromkeys(defaults))  # in order, once each
         for want in request.outputs:
-            index = _kserve_index(want.name)
+            index = kserve_index(want.name, KSERVE_OUTPUT)
             if index is not None and want.name not in declared and index < len(defaults):
                 want.name, want.answer_as = defaults[index], want.name
 
@@ -183,14 +184,6 @@ def _routes_of(cls: type) -> dict[tuple[str, str], Route]:
 KSERVE_OUTPUT = "output-"
 
 
-def _kserve_index(name: str) -> int | None:
-    """N of KServe's output name `output-N`, else None."""
-    digits = name[len(KSERVE_OUTPUT):]
-    if name.startswith(KSERVE_OUTPUT) and digits.isdigit() and digits.isascii():
-        return int(digits)
-    return None
-
-
 def _select(outputs: list[Tensor], requested: list[RequestedOutput], model: str) -> list[Tensor]:
     by_name = {t.name: t for t in outputs}
     selected = []
@@ -199,7 +192,7 @@ def _select(outputs: list[Tensor], requested: list[RequestedOutput], model: str)
         # are selected once for the batch and again for each request in it).
         tensor = by_name.get(want.name) or by_name.get(want.answer_as)
         if tensor is None:
-            index = _kserve_index(want.name)
+            index = kserve_index(want.name, KSERVE_OUTPUT)
             if index is not None and index < len(outputs):  # a model that declares no outputs
                 tensor = replace(outputs[index], name=want.name)
             else:
