@@ -24,8 +24,11 @@ def installed() -> dict[str, type[Model]]:
         try:
             runtimes[ep.name] = ep.load()
         except Exception as exc:
-            log.warning("runtime %r (%s) cannot be imported, so it is not offered: %s: %s",
-                        ep.name, ep.value, type(exc).__name__, exc)
+            # The message only: a log record holding the exception would keep its frames, and
+            # the models their callers were loading, alive.
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("runtime %r (%s) cannot be imported, so it is not offered: %s",
+                        ep.name, ep.value, reason)
     return runtimes
 
 
