@@ -356,3 +356,6 @@ def test_kserve_text_inputs(kserve_server, kserve_models):
     expected = kserve_models[1]["news"].predict(documents).tolist()
     assert v1(kserve_server, "news", {"inputs": documents}).json() == {"predictions": expected}
     assert v1(kserve_server, "news", {"instances": documents}).json() == {"predictions": expected}
+    # With both, KServe reads `inputs`.
+    both = {"inputs": documents, "instances": documents[:1]}
+    assert v1(kserve_server, "news", both).json() == {"predictions": expected}
