@@ -95,6 +95,8 @@ class SKLearnModel(Model):
         if len(request.inputs) != 1:
             raise InvalidInput(f"model '{self.name}' takes one input, got {len(request.inputs)}")
         rows = _as_text(request.inputs[0].data)
+        if rows.ndim == 1 and rows.dtype.kind in "OUS" and self.n_features is None:
+            return rows  # a text pipeline (a vectorizer first) takes one document per row
         self._check_width(rows)
         return rows
 

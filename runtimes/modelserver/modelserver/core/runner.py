@@ -68,6 +68,8 @@ class Runner:
         try:
             call.decoding = perf_counter()
             request = codec.decode(self.model)
+            if request.outputs:
+                self.model.name_outputs(request)
             self._check_size(request)
             request.model_name = self.name
             response = await self._within_deadline(self._predict(request, call))
