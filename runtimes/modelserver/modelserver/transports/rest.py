@@ -135,7 +135,7 @@ class V2Codec(_Body):
         header_length = self.header(binary.HEADER_LENGTH)
         body = self.content()
         if header_length is None:
-            request = v2json.decode_request(parse_json(body))
+            request = v2json.decode_body(body)
         else:
             request = binary.decode_request(body, header_length)
         self.raw_outputs = binary.binary_outputs(request)
