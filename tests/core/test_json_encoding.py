@@ -37,3 +37,5 @@ def test_large_bodies_of_plain_numbers_are_read_as_buffers():
     assert v2json._decode_large(body(["0.25"] * 10_000)) is None
     assert v2json._decode_large(body([1000] * 10_000, "INT8")) is None
     assert v2json._decode_large(b"{" + plain) is None
+    assert v2json._decode_large(body([2**70] * 10_000, "FP64")) is None  # past 64 bits
+    assert v2json.decode_body(body([2**70] * 10_000, "FP64")).inputs[0].data[0] == 2.0**70

@@ -86,8 +86,8 @@ def _decode_large(body: bytes | memoryview) -> InferRequest | None:
 
     try:
         doc = _parser().parse(body)
-    except ValueError:
-        return None
+    except Exception:  # not JSON, or JSON simdjson does not take (integers past 64 bits):
+        return None  # the general way says what is wrong, or takes it
     inputs = doc.get("inputs") if isinstance(doc, simdjson.Object) else None
     if not isinstance(inputs, simdjson.Array) or not len(inputs):
         return None
@@ -103,8 +103,8 @@ def _decode_large(body: bytes | memoryview) -> InferRequest | None:
         head = {key: _python(item[key]) for key in item.keys() if key != "data"}
         try:
             flat = np.frombuffer(data.as_buffer(of_type=kind), dtype=_BUFFER_DTYPES[kind])
-        except (TypeError, ValueError):  # not all numbers of that kind, or out of range
-            return None
+        except (TypeError, ValueError, RuntimeError):  # not all numbers of that kind, or out of
+            return None  # range
         array = _narrowed(flat, to_numpy(head.get("datatype")))
         if array is None:
             return None

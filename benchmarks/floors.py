@@ -1,0 +1,63 @@
+"""The floors the benchmarks compare with: what the HTTP and gRPC stacks cost with nothing behind
+them. `python benchmarks/floors.py asgi PORT` serves a bare ASGI app on uvicorn (httptools,
+uvloop), answering `{}` to any request; `python benchmarks/floors.py grpc PORT` a bare grpc.aio
+server whose ModelInfer answers one fixed reply, on the grpcio this project runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+
+async def asgi_app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def serve_asgi(port: int) -> None:
+    import uvicorn  # not a dependency of the server: the bench environment has it
+
+    uvicorn.run(asgi_app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                lifespan="off", access_log=False, log_level="warning")
+
+
+async def serve_grpc(port: int) -> None:
+    import grpc
+    from grpc import aio
+
+    from modelserver.protocol.proto import grpc_service_pb2 as pb
+
+    reply = pb.ModelInferResponse(model_name="iris", model_version="1")
+    reply.outputs.add(name="predict", datatype="INT64", shape=[1])
+    reply.raw_output_contents.append((1).to_bytes(8, "little"))
+    reply = reply.SerializeToString()
+
+    async def infer(request: bytes, context) -> bytes:
+        return reply
+
+    server = aio.server()
+    handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer)})
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "asgi":
+        serve_asgi(port)
+    else:
+        import uvloop
+
+        uvloop.run(serve_grpc(port))
+
+
+if __name__ == "__main__":
+    main()
