@@ -167,7 +167,7 @@ def test_metadata_from_the_signature(server):
         ("iris", [tensor([1.0], c) for c in COLUMNS] + [tensor([1.0], "colour")],
          "unknown colour"),
         ("iris", [tensor([[1.0, 2.0, 3.0]])],
-         "send one input per column or one [rows, 4] input; got 'input-0' with shape [1, 3]"),
+         "model 'iris' expects 4 features per row, got 3"),
         ("iris", [{"name": c, "datatype": "BYTES", "shape": [1], "data": ["x"]}
                   for c in COLUMNS], "input 'sepal_length' must be numbers of type FP64 (double)"),
         ("dot", [tensor([[1.0, 2.0, 3.0]])],
@@ -303,12 +303,13 @@ def _old_sklearn(folder: Path, models) -> None:
                                        b"(tR.")
 
 
-def _needs_lightgbm(folder: Path, models) -> None:
+def _needs_catboost(folder: Path, models) -> None:
+    """A flavor whose framework no runtime here installs (catboost)."""
     _write_mlmodel(folder, {"flavors": {
-        "python_function": {"loader_module": "mlflow.lightgbm", "model_path": "model.lgb"},
-        "lightgbm": {"lgb_version": "4.5.0", "data": "model.lgb", "model_class":
-                     "lightgbm.basic.Booster"}}, "mlflow_version": "2.9.2"})
-    (folder / "model.lgb").write_text("tree\n")
+        "python_function": {"loader_module": "mlflow.catboost", "data": "model.cb"},
+        "catboost": {"catboost_version": "1.2.7", "data": "model.cb", "model_type":
+                     "CatBoostClassifier", "save_format": "cbm"}}, "mlflow_version": "2.9.2"})
+    (folder / "model.cb").write_text("tree\n")
 
 
 def _corrupt(folder: Path, models) -> None:
@@ -323,7 +324,7 @@ def _corrupt(folder: Path, models) -> None:
         (lambda d, m: (d / "model.pkl").write_bytes(b""), "expected an MLmodel file; found "
                                                           "model.pkl"),
         (_old_sklearn, "it refers to module 'sklearn.linear_model.logistic', which sklearn"),
-        (_needs_lightgbm, "needs the Python package 'lightgbm'"),
+        (_needs_catboost, "needs the Python package 'catboost'"),
         (_corrupt, "cannot load the MLflow model in"),
     ],
     ids=["empty", "no-mlmodel", "old-sklearn", "missing-package", "corrupt"],
