@@ -274,3 +274,17 @@ def test_startup_errors_are_clean(launch, tmp_path, setup, message):
     output = server.output()
     assert message in output and tmp_path.name in output, output
     assert "Traceback" not in output
+
+
+def test_mlserver_pd_request_to_a_plain_array_model(server, models):
+    """MLServer's `pd` content type: one input per column, named as the client's DataFrame,
+    for a model fit on a plain array: the columns are taken in order."""
+    booster = models[1]["iris_txt"]
+    columns = [{**tensor(np.array(ROWS)[:, [i]], name=f"column {i}"),
+                "parameters": {"content_type": "np"}} for i in range(4)]
+    reply = requests.post(f"{server.url}/v2/models/iris_txt/infer", timeout=10,
+                          json={"inputs": columns, "parameters": {"content_type": "pd"}})
+    out = reply.json()["outputs"][0]
+    np.testing.assert_allclose(np.reshape(out["data"], out["shape"]),
+                               booster.predict(np.array(ROWS)), rtol=1e-12)
+    assert out["parameters"] == {"content_type": "np"}

@@ -5,20 +5,22 @@ A tabular model takes `width` features per row, named when it was fit on a DataF
 gives them either as one [rows, width] matrix, in the features' order, or as one 1-D [rows]
 input per feature: by name when the model has names, else in the request's order (as MLServer's
 `pd` requests send a DataFrame's columns). BYTES arrive as bytes and models were fit on str, so
-text is decoded on the way (`as_text`). The metadata of such a model reports one input per named
+text is decoded on the way (`as_text`), but for raw bytes (MLServer's `base64` content type,
+see protocol/content_types.py). The metadata of such a model reports one input per named
 feature, each with its own datatype (BYTES for text, INT64 for integers), or one matrix.
 
 pandas is imported only when a DataFrame is built: the core starts without it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInput
+from ..protocol.content_types import is_binary
 from ..types import InferRequest, Tensor, TensorSpec
 
 NUMERIC_KINDS = "fiub"
@@ -76,10 +78,11 @@ class Features:
         if len(inputs) == 1:
             only = inputs[0]
             if not (self.names and only.name in self.names and only.data.ndim == 1):
-                return self.matrix(only.name, only.data, text)
+                return self.matrix(only.name, only.data, text and not is_binary(only))
         if self.names is None:
             return self._positional(inputs, text)
-        return self.columns({t.name: t.data for t in inputs}, required, text)
+        binary = {t.name for t in inputs if is_binary(t)}
+        return self.columns({t.name: t.data for t in inputs}, required, text, binary)
 
     def matrix(self, name: str, array: np.ndarray, text: bool = True) -> np.ndarray:
         """One input as the model's rows: 2-D, `width` wide (a 1-D input for a model of one
@@ -96,8 +99,9 @@ class Features:
         return as_text(array) if text else array
 
     def columns(self, given: Mapping[str, np.ndarray], required: Sequence[str] | None = None,
-                text: bool = True) -> dict[str, np.ndarray]:
-        """Named inputs as 1-D columns of equal length, in the features' order."""
+                text: bool = True, binary: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """Named inputs as 1-D columns of equal length, in the features' order; `binary`:
+        the BYTES columns that hold raw bytes, not text."""
         names = self.names
         unknown = [name for name in given if name not in names]
         missing = [name for name in (names if required is None else required)
@@ -108,7 +112,8 @@ class Features:
             raise InvalidInput(
                 f"model '{self.model}' expects inputs {', '.join(names)}; {'; '.join(problems)} "
                 f"(send one input per feature, or one [rows, {len(names)}] input)")
-        return self._lined_up(((name, given[name]) for name in names if name in given), text)
+        return self._lined_up(((name, given[name]) for name in names if name in given), text,
+                              binary)
 
     def _positional(self, tensors: list[Tensor], text: bool) -> dict[str, np.ndarray]:
         if any(t.data.ndim != 1 and t.data.shape[1:] != (1,) for t in tensors):
@@ -117,15 +122,17 @@ class Features:
         if self.width is not None and len(tensors) != self.width:
             raise InvalidInput(f"model '{self.model}' expects {self.width} features per row, "
                                f"got {len(tensors)} inputs")
-        return self._lined_up(((str(i), t.data) for i, t in enumerate(tensors)), text)
+        return self._lined_up(((str(i), t.data) for i, t in enumerate(tensors)), text,
+                              {str(i) for i, t in enumerate(tensors) if is_binary(t)})
 
     @staticmethod
-    def _lined_up(pairs: Iterable[tuple[str, np.ndarray]], text: bool) -> dict[str, np.ndarray]:
+    def _lined_up(pairs: Iterable[tuple[str, np.ndarray]], text: bool,
+                  binary: Collection[str]) -> dict[str, np.ndarray]:
         columns: dict[str, np.ndarray] = {}
         first = None
         for name, array in pairs:
             column = column_of(name, array)
-            if text:
+            if text and name not in binary:
                 column = as_text(column)
             if first is None:
                 first = name
