@@ -141,6 +141,20 @@ def test_no_signature(server, pyfuncs):
     assert requests.get(server.url + "/v2/models/nosig", timeout=10).json()["inputs"] == []
 
 
+def test_metadata_from_the_input_example_without_a_signature(server, pyfuncs):
+    """Each column's datatype from the example, so clients that build inputs from metadata
+    send text as BYTES and integers as INT64."""
+    meta = requests.get(server.url + "/v2/models/example", timeout=10).json()
+    assert meta["inputs"] == [{"name": "city", "datatype": "BYTES", "shape": [-1]},
+                              {"name": "rooms", "datatype": "INT64", "shape": [-1]},
+                              {"name": "area", "datatype": "FP64", "shape": [-1]}]
+    frame = pd.DataFrame({"city": ["Oslo", "Lyon"], "rooms": [2, 5], "area": [40.0, 90.5]})
+    inputs = [{"name": "city", "datatype": "BYTES", "shape": [2], "data": ["Oslo", "Lyon"]},
+              tensor([2, 5], "rooms", "INT64"), tensor([40.0, 90.5], "area")]
+    np.testing.assert_allclose(outputs_of(v2(server, "example", inputs))["predictions"],
+                               pyfuncs["example"].predict(frame))
+
+
 def test_metadata_from_the_signature(server):
     def meta(name):
         return requests.get(f"{server.url}/v2/models/{name}", timeout=10).json()

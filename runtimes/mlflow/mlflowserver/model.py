@@ -20,7 +20,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, RouteRequest, TensorSpec, Unavailable
 from modelserver.datatypes import from_numpy
 from modelserver.model import route
-from modelserver.runtime.tabular import Features, as_text, column_of
+from modelserver.runtime.tabular import Features, as_text, column_of, datatype_of_values
 
 from . import scoring
 from .scoring import short
@@ -94,7 +94,10 @@ class MLflowModel(Model):
             self.table = Features.of(
                 self.name, self.input_schema.input_names() if named else None,
                 len(self.input_schema.inputs), [s.datatype for s in _specs(self.input_schema,
-                                                                           "input")])
+                                                                           "input")],
+                overrides=self.settings.inputs)
+        elif self.input_schema is None:
+            self.table = self._example_columns(folder)
         self.output_names = [spec.name for spec in self.outputs()]
         log.info("loaded MLflow model %s (%s; %s signature)", folder,
                  metadata.flavors.get("python_function", {}).get("loader_module", "pyfunc"),
@@ -102,10 +105,27 @@ class MLflowModel(Model):
                  "tensor" if self.tensor_based else "column")
         return True
 
+    def _example_columns(self, folder: Path) -> Features:
+        """A model saved without a signature but with an input example (a DataFrame) has the
+        example's columns and their types, for metadata."""
+        try:
+            example = self.pyfunc.metadata.load_input_example(str(folder))
+        except Exception as exc:  # a missing or unreadable example only costs the metadata
+            log.warning("%s: cannot read the input example: %s", folder, short(str(exc)))
+            example = None
+        columns = getattr(example, "columns", None)
+        if columns is None:
+            return Features(self.name)
+        return Features.of(self.name, columns, datatypes={
+            str(c): datatype_of_values(example[c]) for c in columns},
+            overrides=self.settings.inputs)
+
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
         if self.input_schema is not None and not self.tensor_based:
             return self.table.specs()  # unnamed columns: one [rows, columns] input
+        if self.input_schema is None and self.table.names is not None:
+            return self.table.specs()  # the input example's columns
         return _specs(self.input_schema, "input")
 
     def outputs(self) -> list[TensorSpec]:
