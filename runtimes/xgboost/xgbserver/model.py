@@ -61,6 +61,7 @@ class XGBoostModel(Model):
         self.nthread = 0
         self.features = Features(name)
         self.categorical: list[bool] = []
+        self.has_categories = False
         self.fast: DensePredictor | None = None
         self.output_specs: dict[str, TensorSpec] = {}
 
@@ -87,6 +88,7 @@ class XGBoostModel(Model):
         names = self.booster.feature_names
         types = self.booster.feature_types or []
         self.categorical = [t == "c" for t in types]
+        self.has_categories = any(self.categorical)
         self.features = Features.of(self.name, names, self.num_feature,
                                     [FEATURE_DATATYPES.get(t, "FP32") for t in types], "FP32",
                                     self.settings.inputs)
@@ -204,7 +206,7 @@ class XGBoostModel(Model):
     # -- request to features --------------------------------------------------------------------
     def features_of(self, request: InferRequest) -> Any:
         data = self.features.read(request)
-        if any(self.categorical):
+        if self.has_categories:
             if isinstance(data, np.ndarray):
                 raise InvalidInput(
                     f"model '{self.name}' has categorical features: send one input per feature "
@@ -216,8 +218,11 @@ class XGBoostModel(Model):
 
     @staticmethod
     def _matrix(array: np.ndarray) -> np.ndarray:
-        require_numbers("the input", array)
-        if array.dtype.kind == "b" or array.dtype == np.float16:
+        kind = array.dtype.kind
+        if kind not in "fiu":
+            require_numbers("the input", array)  # raises for text
+            array = array.astype(np.float32)  # BOOL
+        elif array.dtype == np.float16:
             array = array.astype(np.float32)
         if not array.flags.aligned:
             # A binary tensor at an odd offset of the request body: XGBoost refuses misaligned

@@ -78,7 +78,8 @@ class Features:
         if len(inputs) == 1:
             only = inputs[0]
             if not (self.names and only.name in self.names and only.data.ndim == 1):
-                return self.matrix(only.name, only.data, text and not is_binary(only))
+                return self.matrix(only.name, only.data,
+                                   text and not (only.parameters and is_binary(only)))
         if self.names is None:
             return self._positional(inputs, text)
         binary = {t.name for t in inputs if is_binary(t)}
@@ -87,9 +88,10 @@ class Features:
     def matrix(self, name: str, array: np.ndarray, text: bool = True) -> np.ndarray:
         """One input as the model's rows: 2-D, `width` wide (a 1-D input for a model of one
         feature is its one column)."""
-        if array.ndim == 1 and self.width == 1:
-            array = array.reshape(-1, 1)
-        if array.ndim != 2:
+        ndim = array.ndim
+        if ndim == 1 and self.width == 1:
+            array, ndim = array.reshape(-1, 1), 2
+        if ndim != 2:
             width = self.width if self.width is not None else "features"
             raise InvalidInput(f"model '{self.model}' expects a 2-D [rows, {width}] input, got "
                                f"shape {list(array.shape)}")
@@ -182,7 +184,7 @@ def column_of(name: Any, array: np.ndarray) -> np.ndarray:
 
 def as_text(array: np.ndarray) -> np.ndarray:
     """BYTES tensors arrive as bytes; models were fit on str."""
-    if array.dtype == object and array.size and isinstance(array.flat[0], bytes):
+    if array.dtype.kind == "O" and array.size and isinstance(array.flat[0], bytes):
         return np.array([b.decode("utf-8", "replace") if isinstance(b, bytes) else b
                          for b in array.reshape(-1)], dtype=object).reshape(array.shape)
     return array
