@@ -238,7 +238,7 @@ def _overridden(model: str, names: tuple[str, ...] | None, types: list[str],
             raise ValueError(f"settings.json: 'inputs' names '{item['name']}', which model "
                              f"'{model}' does not take; it takes {', '.join(keys)}")
         if names is None:
-            types = [item["datatype"]] * len(types)
+            types = [item["datatype"]] * max(len(types), 1)
         else:
             types[names.index(item["name"])] = item["datatype"]
     return types
