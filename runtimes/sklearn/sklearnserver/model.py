@@ -93,7 +93,7 @@ class SKLearnModel(Model):
         """A plain array for a model fit on one; a DataFrame with the columns' names for a model
         fit on a DataFrame (and for columns sent to a model without names)."""
         data = self.features.read(request)
-        if isinstance(data, np.ndarray) and self.features.names is None:
+        if type(data) is np.ndarray and self.features.names is None:
             return data
         return self.features.frame(data)
 

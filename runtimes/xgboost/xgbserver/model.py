@@ -206,14 +206,14 @@ class XGBoostModel(Model):
     # -- request to features --------------------------------------------------------------------
     def features_of(self, request: InferRequest) -> Any:
         data = self.features.read(request)
+        if type(data) is np.ndarray and not self.has_categories:
+            return self._matrix(data)
         if self.has_categories:
             if isinstance(data, np.ndarray):
                 raise InvalidInput(
                     f"model '{self.name}' has categorical features: send one input per feature "
                     f"({', '.join(self.features.names)}), or v1 instances as JSON objects")
             return self.features.category_frame(data, self.categorical, np.float32)
-        if isinstance(data, np.ndarray):
-            return self._matrix(data)
         return number_matrix(data, np.float32)
 
     @staticmethod
@@ -222,7 +222,7 @@ class XGBoostModel(Model):
         if kind not in "fiu":
             require_numbers("the input", array)  # raises for text
             array = array.astype(np.float32)  # BOOL
-        elif array.dtype == np.float16:
+        elif array.dtype.char == "e":  # float16
             array = array.astype(np.float32)
         if not array.flags.aligned:
             # A binary tensor at an odd offset of the request body: XGBoost refuses misaligned

@@ -98,7 +98,7 @@ class Features:
         if self.width is not None and array.shape[1] != self.width:
             raise InvalidInput(f"model '{self.model}' expects {self.width} features per row, "
                                f"got {array.shape[1]}")
-        return as_text(array) if text else array
+        return as_text(array) if text and array.dtype.kind == "O" else array
 
     def columns(self, given: Mapping[str, np.ndarray], required: Sequence[str] | None = None,
                 text: bool = True, binary: Collection[str] = ()) -> dict[str, np.ndarray]:
