@@ -69,7 +69,8 @@ clean:
 # docker/images.txt lists the images. `make generate` writes Dockerfile.* and manifests/ from it
 # and VERSION. `make build-all` builds every image whose package exists, as
 # $(REGISTRY)/<image>:$(VERSION); `make build-<image> FRAMEWORK_VERSION=x` a variant tagged
-# $(VERSION)-x. CONTAINER_TOOL=podman works the same (see docs/kubernetes.md).
+# $(VERSION)-x ("+" made "-"). Builds get this machine's pip configuration (docker/pipconf.py).
+# CONTAINER_TOOL=podman works the same (README: Images and Kubernetes).
 CONTAINER_TOOL    ?= docker
 REGISTRY          ?= localhost/modelserver
 FRAMEWORK_VERSION ?=
@@ -80,10 +81,13 @@ BUILDABLE_IMAGES  := $(shell awk '!/^\#/ && NF {print $$1, $$3}' $(IMAGE_TABLE) 
                        while read image dir; do test -f $$dir/pyproject.toml && echo $$image; done)
 REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IMAGE_SOURCE      ?= $(shell git config --get remote.origin.url 2>/dev/null | sed -E 's|://[^/@]*@|://|')
+# Where docker/pipconf.py writes the pip.conf that builds get as a secret.
+PIP_CONF_DIR      ?= .cache/pipconf
 # $(call image_field,IMAGE,N): column N of the image's line in docker/images.txt.
 image_field = $(shell awk '$$1 == "$(1)" {print $$$(2)}' $(IMAGE_TABLE))
 has_framework = $(filter-out -,$(call image_field,$(1),4))
-image_ref = $(REGISTRY)/$(1):$(VERSION)$(if $(and $(FRAMEWORK_VERSION),$(call has_framework,$(1))),-$(FRAMEWORK_VERSION))
+framework_version = $(if $(and $(FRAMEWORK_VERSION),$(call has_framework,$(1))),$(FRAMEWORK_VERSION))
+image_ref = $(REGISTRY)/$(1):$(shell $(PYTHON) manifests/generate.py --tag '$(VERSION)' '$(call framework_version,$(1))')
 
 .PHONY: generate manifests build-all push-all lint-images test-images print-images \
 	$(addprefix build-,$(IMAGES)) $(addprefix push-,$(IMAGES))
@@ -102,7 +106,8 @@ $(addprefix build-,$(IMAGES)): build-%:
 	$(CONTAINER_TOOL) build -f $(call image_field,$*,2) -t $(call image_ref,$*) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg SOURCE='$(IMAGE_SOURCE)' \
-		$(if $(and $(FRAMEWORK_VERSION),$(call has_framework,$*)),--build-arg FRAMEWORK_VERSION=$(FRAMEWORK_VERSION)) \
+		$(if $(call framework_version,$*),--build-arg FRAMEWORK_VERSION=$(FRAMEWORK_VERSION)) \
+		$$($(PYTHON) docker/pipconf.py $(CONTAINER_TOOL) $(PIP_CONF_DIR)) \
 		$(BUILD_ARGS) .
 
 $(addprefix push-,$(IMAGES)): push-%:
@@ -119,12 +124,12 @@ lint-images: setup
 	$(PYTHON) manifests/generate.py --check
 
 # Builds the images whose package exists (or IMAGES_TO_TEST="sklearnserver ...") and runs each
-# against a real S3 server on loopback. Without a Docker engine: ../shared/tools/setup-containers,
-# then CONTAINER_TOOL=podman.
+# as KServe would, against a real S3 server. Without a Docker engine:
+# ../shared/tools/setup-containers, then CONTAINER_TOOL=podman.
 IMAGES_TO_TEST ?= $(BUILDABLE_IMAGES)
 test-images: setup
 	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { echo "$(CONTAINER_TOOL) cannot run containers" \
-		"here; where no Docker engine runs, see docs/kubernetes.md (podman)"; exit 1; }
+		"here; where no Docker engine runs, use podman (README: Testing the images)"; exit 1; }
 	$(MAKE) $(addprefix build-,$(IMAGES_TO_TEST)) CONTAINER_TOOL=$(CONTAINER_TOOL) REGISTRY=$(REGISTRY)
 	TEST_IMAGES=1 IMAGES_TO_TEST="$(IMAGES_TO_TEST)" CONTAINER_TOOL=$(CONTAINER_TOOL) \
 		REGISTRY=$(REGISTRY) $(PY) -m pytest tests/images

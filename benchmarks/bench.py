@@ -1,6 +1,4 @@
-"""`make bench`: serve the example iris model and load it, printing req/s and p50/p99; then one
-scenario per row of RUNTIME_SCENARIOS (another runtime's example), next to the in-process time
-of the same request's predict."""
+"""`make bench`: serve the example iris model and load it, printing req/s and p50/p99."""
 
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 IRIS_ROW = [6.8, 2.8, 4.8, 1.4]
 
 
-@dataclass(frozen=True)
-class RuntimeScenario:
-    """Another runtime's example, served alone and loaded with one v2 request body."""
-
-    module: str  # python -m <module>
-    example: str  # folder under examples/
-    model: str  # the served name
-    body: bytes  # a v2 JSON infer request
-    concurrency: tuple[int, ...] = (8, 64)
-
-
-def _v2(name: str, rows: list[list[float]], datatype: str = "FP32") -> bytes:
-    return json.dumps({"inputs": [{"name": name, "datatype": datatype,
-                                   "shape": [len(rows), len(rows[0])],
-                                   "data": [x for row in rows for x in row]}]}).encode()
-
-
-# One row per runtime scenario; a new runtime appends its own.
+# Other runtimes, each serving its example alone after the scikit-learn scenarios: (runtime
+# module, example folder, model name, v2 request body), loaded at each RUNTIME_CONCURRENCY.
 RUNTIME_SCENARIOS = [
-    RuntimeScenario("lgbserver", "lightgbm-iris", "iris", _v2("input-0", [IRIS_ROW], "FP64")),
+    ("onnxserver", "examples/onnx-iris", "iris",
+     json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                             "data": IRIS_ROW}]}).encode()),
+    ("lgbserver", "examples/lightgbm-iris", "iris",
+     json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
+                             "data": IRIS_ROW}]}).encode()),
 ]
+RUNTIME_CONCURRENCY = (8, 64)
 
 
 def free_port() -> int:
@@ -70,9 +57,9 @@ def wide_model(folder: Path) -> Path:
 
 def start_server(port: int, model_dir: Path, name: str, workers: int = 1,
                  grpc_port: int | None = None, flags: tuple[str, ...] = (),
-                 module: str = "sklearnserver") -> subprocess.Popen:
+                 runtime: str = "sklearnserver") -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--model_name", name,
+        [sys.executable, "-m", runtime, "--model_name", name,
          "--model_dir", str(model_dir), "--http_port", str(port),
          "--grpc_port", str(grpc_port or free_port()),
          "--host", "127.0.0.1", "--workers", str(workers), *flags],
@@ -127,41 +114,16 @@ def grpc_scenarios(target: str, delayed_target: str) -> list[tuple[str, str, str
     return rows
 
 
-def in_process_predict_us(scenario: RuntimeScenario) -> float:
-    """The runtime's own decode-and-predict of the scenario's body in this process, the best of
-    a few hundred calls: what the server adds is the rest of a request's time."""
-    import timeit
-    from importlib.metadata import entry_points
-
-    import orjson
-
-    from modelserver.protocol import v2json
-    from modelserver.settings import resolve
-
-    runtime = next(ep.load() for ep in entry_points(group="modelserver.runtimes")
-                   if ep.value.split(":")[0] == scenario.module)
-    model = runtime(scenario.model, str(REPO / "examples" / scenario.example))
-    model.settings = resolve((runtime.defaults, "runtime"), ({"threads": 1}, "server"))
-    model.load()
-    predict = lambda: model.predict(v2json.decode_request(orjson.loads(scenario.body)))  # noqa
-    return min(timeit.repeat(predict, number=200, repeat=5)) / 200 * 1e6
-
-
 def run_runtime_scenarios(seconds: float) -> None:
-    print(f"\n{'runtime scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
-          f"{'predict us':>12}")
-    for scenario in RUNTIME_SCENARIOS:
+    """RUNTIME_SCENARIOS, one server at a time."""
+    for runtime, folder, name, body in RUNTIME_SCENARIOS:
         port = free_port()
-        server = start_server(port, REPO / "examples" / scenario.example, scenario.model,
-                              module=scenario.module)
+        server = start_server(port, REPO / folder, name, runtime=runtime)
         try:
-            alone = in_process_predict_us(scenario)
-            url = f"http://127.0.0.1:{port}/v2/models/{scenario.model}/infer"
-            for concurrency in scenario.concurrency:
-                result = loadgen.run(url, scenario.body, concurrency, seconds)
-                print(f"{f'{scenario.module} v2 c={concurrency}':<30}{result.rps:>10.0f}"
-                      f"{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}{result.errors:>9}"
-                      f"{alone:>12.1f}", flush=True)
+            for concurrency in RUNTIME_CONCURRENCY:
+                result = loadgen.run(f"http://127.0.0.1:{port}/v2/models/{name}/infer", body,
+                                     concurrency, seconds, headers={})
+                report(f"{runtime} v2 {name} c={concurrency}", result)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
@@ -175,12 +137,7 @@ def report(name: str, result: loadgen.Result) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 10)))
-    parser.add_argument("--only-runtimes", action="store_true",
-                        help="run only the RUNTIME_SCENARIOS")
     args = parser.parse_args()
-    if args.only_runtimes:
-        run_runtime_scenarios(args.seconds)
-        return
     port, wide_port, grpc_port, delayed_grpc = free_port(), free_port(), free_port(), free_port()
     tmp = tempfile.TemporaryDirectory()
     iris = REPO / "examples" / "sklearn-iris"
@@ -190,8 +147,9 @@ def main() -> None:
                             flags=("--max_batch_delay_ms", "2"))]
     tool = "wrk" if shutil.which("wrk") else "python loadgen"
     grpc_tool = "h2load" if shutil.which("h2load") else "python grpcload"
-    print(f"sklearnserver, 1 worker, {os.cpu_count()} CPUs, load from {tool} and {grpc_tool}, "
-          f"{args.seconds:g}s per scenario\n")
+    others = ", ".join(dict.fromkeys(row[0] for row in RUNTIME_SCENARIOS))
+    print(f"sklearnserver, then {others}; 1 worker, {os.cpu_count()} CPUs, load from {tool} and "
+          f"{grpc_tool}, {args.seconds:g}s per scenario\n")
     print(f"{'scenario':<30}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
     try:
         for name, url, body, concurrency, headers in scenarios(f"http://127.0.0.1:{port}",
@@ -201,12 +159,12 @@ def main() -> None:
         for name, target, method, request, concurrency in grpc_scenarios(
                 f"127.0.0.1:{grpc_port}", f"127.0.0.1:{delayed_grpc}"):
             report(name, grpcload.run(target, method, request, concurrency, args.seconds))
+        run_runtime_scenarios(args.seconds)
     finally:
         for server in servers:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
         tmp.cleanup()
-    run_runtime_scenarios(args.seconds)
 
 
 if __name__ == "__main__":

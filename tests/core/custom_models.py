@@ -115,9 +115,26 @@ class Routed(Model):
         return values * 2
 
 
+class Warm(Model):
+    """Counts its calls: two warmup requests, made from its metadata, run before it is ready."""
+
+    defaults = {"warmup": 2}
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.calls = 0
+
+    def inputs(self):
+        return [TensorSpec("x", "FP32", [-1])]
+
+    def predict(self, request: InferRequest):
+        self.calls += 1
+        return np.array([self.calls], dtype=np.int64)
+
+
 if __name__ == "__main__":
     args = parse_args(build_parser("custom_models"))
     ModelServer(args).start(
         [Echo("echo"), Stats("stats"), Broken("broken"), Pid("pid"), Slow("slow"),
-         Batched("batched"), Sleepy("sleepy"), Routed("routed")]
+         Batched("batched"), Sleepy("sleepy"), Routed("routed"), Warm("warm")]
     )

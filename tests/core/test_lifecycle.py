@@ -63,4 +63,4 @@ def test_workers_share_the_port(launch):
 def test_sigterm_stops_cleanly(launch):
     server = launch("-m", "sklearnserver", "--model_dir", IRIS)
     assert server.stop() == 0
-    assert "Finished server process" in server.output()
+    assert "stopped (pid" in server.output()

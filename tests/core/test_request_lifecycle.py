@@ -3,6 +3,7 @@ Triton's meaning, per-stage metrics, and custom routes limited, timed and counte
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def test_grpc_and_rest_requests_share_the_statistics(server):
     assert counts(stats_of(server, "echo"))["success"] == before["success"] + 1
 
 
+def test_warmup_runs_before_ready_and_counts_nowhere(server):
+    reply = v2(server, "warm", [1.0])
+    assert reply.status_code == 200
+    assert reply.json()["outputs"][0]["data"] == [3]  # two warmup calls came first
+    stats = stats_of(server, "warm")
+    assert counts(stats)["success"] == 1 and stats["execution_count"] == 1
+
+
 def test_every_stage_has_a_histogram_per_model(server):
     names = ("preprocess", "queue", "inference", "postprocess")
     before = {n: metric(server, f"modelserver_{n}_duration_seconds_count", model="stats")
@@ -133,9 +142,19 @@ def test_custom_route_limits_are_v2s(launch):
 
 
 def test_a_stuck_model_does_not_starve_the_others(launch):
-    """A timed-out predict keeps its thread, but only one of its own model's."""
-    server = launch(SCRIPT, "--access_log", "false", "--request_timeout_seconds", "0.2")
+    """A timed-out predict keeps its thread, but only one of its own model's; while its calls
+    hang, the model (and so the server) says it is not ready, and answers 503 at once."""
+    server = launch(SCRIPT, "--access_log", "false", "--request_timeout_seconds", "0.5")
     with ThreadPoolExecutor(16) as pool:
-        stuck = [pool.submit(v2, server, "sleepy", [1.0], {"sleep": 3}) for _ in range(12)]
+        stuck = [pool.submit(v2, server, "sleepy", [1.0], {"sleep": 4}) for _ in range(12)]
         assert all(f.result().status_code == 504 for f in stuck)
         assert v2(server, "routed", [1.0]).status_code == 200
+        reply = v2(server, "sleepy", [1.0])
+        assert reply.status_code == 503 and "without finishing" in reply.json()["error"]
+        assert requests.get(server.url + "/v2/models/sleepy/ready", timeout=10).status_code == 503
+        assert requests.get(server.url + "/v2/health/ready", timeout=10).status_code == 503
+    deadline = time.monotonic() + 15  # the sleeps end: ready again
+    while requests.get(server.url + "/v2/health/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert v2(server, "sleepy", [1.0]).status_code == 200

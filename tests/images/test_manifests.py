@@ -1,6 +1,5 @@
 """The generated Dockerfiles and ClusterServingRuntimes match VERSION, docker/images.txt and the
-Makefile; the image helpers (requirements.py, entrypoint.sh) do what the Dockerfiles rely on.
-No container tool needed: these run in every `make test`."""
+Makefile. No container tool needed: these run in every `make test`."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from images_helpers import IMAGES, REPO, VERSION, generate, requirements
+from images_helpers import IMAGES, REPO, VERSION, generate
 
 RUNTIMES = [i for i in IMAGES if i.is_runtime]
 # A make started from `make test` must not inherit its flags and variables.
@@ -55,6 +54,21 @@ def test_framework_version_builds_a_variant_tag():
     assert f"/storage-initializer:{VERSION} " in dry and "FRAMEWORK_VERSION" not in dry
 
 
+def test_a_local_version_label_makes_a_valid_tag():
+    dry = make("-n", "build-torchserver", "FRAMEWORK_VERSION=2.13.0+cpu")
+    assert f"/torchserver:{VERSION}-2.13.0-cpu " in dry
+    assert "--build-arg FRAMEWORK_VERSION=2.13.0+cpu" in dry
+    assert generate.image_tag("1!2.0+local_x", "v") == "1-2.0-local_x-v"
+    assert generate.image_tag(".x", "1" * 200) == ("x-" + "1" * 200)[:127]
+    for tag in (generate.image_tag(VERSION, i.default) for i in IMAGES):
+        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag), tag
+
+
+def test_builds_get_the_host_pip_configuration():
+    dry = make("-n", "build-sklearnserver", "CONTAINER_TOOL=podman")
+    assert "$(python3 docker/pipconf.py podman " in dry
+
+
 def documents(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
@@ -79,7 +93,14 @@ def test_serving_runtime(image, makefile):
     assert "--model_dir=/mnt/models" in container["args"]
     assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert container["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    # Only the folders the table names are writable, each an emptyDir of the pod's own.
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    assert sorted(mounts.values()) == sorted(image.writable)
+    assert spec.get("volumes", []) == [{"name": n, "emptyDir": {}} for n in mounts]
 
 
 def test_combined_file_and_kustomization_hold_every_runtime():
@@ -103,16 +124,43 @@ def test_dockerfile(image):
     text = (REPO / image.dockerfile).read_text()
     assert "# syntax=" not in text  # BuildKit would pull a frontend image: none is needed
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm\n" in text
-    assert text.count("FROM ${BASE_IMAGE}") == 2  # build stage and final stage
-    final = text.split("\nFROM ${BASE_IMAGE}\n", 1)[1]
+    assert text.count("FROM ${BASE_IMAGE}") == 2  # build stages and final stage
+    build, final = text.split("\nFROM ${BASE_IMAGE}\n", 1)
     assert "\nUSER 1000\n" in final
     assert "pip install" not in final and "apt-get" not in final
+    # Every step that runs pip gets the host's pip.conf and CA bundle as secrets.
+    steps = build.split("\nRUN ")[1:]
+    assert sum("/opt/pip/bin/p" in step for step in steps) == 4  # resolve, core, runtime, app
+    for step in steps:
+        if "/opt/pip/bin/p" in step:
+            assert step.startswith("--mount=type=secret,id=pip-conf,target=/etc/pip.conf "
+                                   "--mount=type=secret,id=pip-cert "), step
+    # The shared layer first, then the image's own packages, then this project's.
+    copies = [line for line in final.splitlines() if line.startswith("COPY --from=")]
+    assert copies[1:] == ["COPY --from=core /opt/venv /opt/venv",
+                          "COPY --from=runtime /layers/runtime/ /",
+                          "COPY --from=app /layers/app/ /"]
+    if image.without:
+        assert f"--without {','.join(image.without)}\n" in build
     for label in ("version", "revision", "source"):
         assert f"org.opencontainers.image.{label}=" in final
     if image.is_runtime:
         assert "\nEXPOSE 8080 8081\n" in final
         assert f'"/usr/local/bin/entrypoint", "{image.name}"]' in final
         assert f"ARG FRAMEWORK_VERSION={image.default}\n" in text
+
+
+def test_runtime_images_share_their_first_layers():
+    """Up to the core venv, every runtime Dockerfile's final stage and the stages it copies from
+    read the same, so one build's layers are the next one's cache (and one pull for all)."""
+    def shared(image):
+        text = (REPO / image.dockerfile).read_text()
+        tools = text[text.index("FROM ${BASE_IMAGE} AS tools"):text.index("# ---- resolve")]
+        core = text[text.index("FROM tools AS core"):text.index("# ---- runtime")]
+        final = text.split("\nFROM ${BASE_IMAGE}\n", 1)[1]
+        return tools, core, final[:final.index("COPY --from=runtime")]
+
+    assert len({shared(i) for i in RUNTIMES}) == 1
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -128,54 +176,3 @@ def test_hadolint():
     dockerfiles = sorted(str(p) for p in REPO.glob("Dockerfile.*"))
     result = subprocess.run([hadolint, *dockerfiles], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-# ---- docker/requirements.py ------------------------------------------------------------------
-
-def test_requirements_leave_out_local_packages_and_expand_extras():
-    reqs = requirements.Packages(
-        [str(REPO / "storage") + "[s3]", str(REPO / "runtimes/modelserver"),
-         str(REPO / "runtimes/sklearn")]).requirements()
-    names = [re.match(r"[A-Za-z0-9._-]+", r)[0].lower() for r in reqs]
-    assert "boto3" in names and "google-cloud-storage" not in names
-    assert not {"modelstorage", "modelserver", "sklearnserver"} & set(names)
-    assert "scikit-learn" in names and len(names) == len(set(names))
-
-
-def test_framework_replacement_keeps_specifier_and_marker():
-    out = requirements.apply_framework(
-        ["numpy>=1.26", "xgboost>=2.0; sys_platform != 'win32'"], "xgboost-cpu/xgboost", "3.4.1")
-    assert out == ["numpy>=1.26", "xgboost-cpu>=2.0,==3.4.1; sys_platform != 'win32'"]
-    assert requirements.apply_framework(["torch"], "torch", "") == ["torch"]
-    assert requirements.apply_framework(["numpy"], "tensorflow-cpu/tensorflow", "2.21.0") == [
-        "numpy", "tensorflow-cpu==2.21.0"]
-
-
-# ---- docker/entrypoint.sh --------------------------------------------------------------------
-
-@pytest.fixture
-def fake_python(tmp_path):
-    python = tmp_path / "python"
-    python.write_text('#!/bin/sh\necho "$@"\n')
-    python.chmod(0o755)
-    return {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
-
-
-def entrypoint(env, *args) -> str:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MODEL_DIR", "HTTP_PORT", "GRPC_PORT")} | env
-    return subprocess.run(["sh", str(REPO / "docker" / "entrypoint.sh"), *args], env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
-def test_entrypoint_puts_kserve_defaults_before_the_given_flags(fake_python):
-    defaults = "--model_dir=/mnt/models --http_port=8080 --grpc_port=8081"
-    assert entrypoint(fake_python, "sklearnserver") == f"-m sklearnserver {defaults}"
-    assert entrypoint(fake_python, "sklearnserver", "--model_name=iris", "--http_port=9000") == (
-        f"-m sklearnserver {defaults} --model_name=iris --http_port=9000")
-    env = fake_python | {"HTTP_PORT": "9090", "MODEL_DIR": "/models"}
-    assert entrypoint(env, "x") == "-m x --model_dir=/models --http_port=9090 --grpc_port=8081"
-
-
-def test_entrypoint_runs_a_command_instead(fake_python):
-    assert entrypoint(fake_python, "sklearnserver", "echo", "hello") == "hello"

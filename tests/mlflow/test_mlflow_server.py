@@ -317,13 +317,13 @@ def _old_sklearn(folder: Path, models) -> None:
                                        b"(tR.")
 
 
-def _needs_catboost(folder: Path, models) -> None:
-    """A flavor whose framework no runtime here installs (catboost)."""
+def _needs_h2o(folder: Path, models) -> None:
+    """A flavor whose framework no image here has."""
     _write_mlmodel(folder, {"flavors": {
-        "python_function": {"loader_module": "mlflow.catboost", "data": "model.cb"},
-        "catboost": {"catboost_version": "1.2.7", "data": "model.cb", "model_type":
-                     "CatBoostClassifier", "save_format": "cbm"}}, "mlflow_version": "2.9.2"})
-    (folder / "model.cb").write_text("tree\n")
+        "python_function": {"loader_module": "mlflow.h2o", "data": "model.h2o"},
+        "h2o": {"h2o_version": "3.46.0.6", "data": "model.h2o"}}, "mlflow_version": "2.9.2"})
+    (folder / "model.h2o").mkdir()
+    (folder / "model.h2o" / "h2o.yaml").write_text("model_file: model\n")
 
 
 def _corrupt(folder: Path, models) -> None:
@@ -338,7 +338,7 @@ def _corrupt(folder: Path, models) -> None:
         (lambda d, m: (d / "model.pkl").write_bytes(b""), "expected an MLmodel file; found "
                                                           "model.pkl"),
         (_old_sklearn, "it refers to module 'sklearn.linear_model.logistic', which sklearn"),
-        (_needs_catboost, "needs the Python package 'catboost'"),
+        (_needs_h2o, "needs the Python package 'h2o'"),
         (_corrupt, "cannot load the MLflow model in"),
     ],
     ids=["empty", "no-mlmodel", "old-sklearn", "missing-package", "corrupt"],

@@ -150,7 +150,7 @@ def test_idle_connections_outlive_proxy_timeouts(launch, iris_server):
     host, port = "127.0.0.1", iris_server.http_port
     with socket.create_connection((host, port)) as sock:
         assert raw_get(sock, host).startswith(b"HTTP/1.1 200")
-        time.sleep(6)  # past uvicorn's default of 5 seconds
+        time.sleep(6)  # past the 5 seconds that many servers keep an idle connection
         assert raw_get(sock, host).startswith(b"HTTP/1.1 200")
     short = launch("-m", "sklearnserver", "--model_dir", IRIS, "--keep_alive_timeout", "1")
     with socket.create_connection((host, short.http_port)) as sock:

@@ -1,4 +1,5 @@
-"""A short soak in CI (`make soak` runs a long one): mixed traffic, no failures, flat memory."""
+"""A short soak in CI (`make soak` runs a long one): mixed traffic with hostile clients beside
+(resets, oversized heads), no failures, memory back within 10% of where it started."""
 
 import asyncio
 import sys
@@ -9,7 +10,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import soak  # noqa: E402
 
 SECONDS = 20
-RSS_GROWTH_BOUND_MB = 25
 
 
 def test_mixed_traffic_at_64_connections(launch):
@@ -21,4 +21,5 @@ def test_mixed_traffic_at_64_connections(launch):
     assert result["requests"] > 1000
     assert result["valid_failed"] == 0 and result["invalid_mishandled"] == 0
     assert set(result["statuses"]) == {200, 400, 404, 405}
-    assert result["rss_end_mb"] - result["rss_start_mb"] < RSS_GROWTH_BOUND_MB, result
+    assert result["resets"] > 100 and result["huge_heads_refused"] > 10, result
+    assert result["rss_end_mb"] <= result["rss_start_mb"] * 1.10, result

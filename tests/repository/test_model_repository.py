@@ -61,6 +61,13 @@ def repository(tmp_path_factory, tree_model):
     shutil.copy(IRIS, root / "rows" / "model.joblib")
     (root / "rows" / "settings.json").write_text(json.dumps({"max_batch_size": 4,
                                                              "max_batch_delay_ms": 2.5}))
+    row = {"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": ROW[0]}
+    for name, warmup in (("warmed", [{"inputs": [row]}] * 2),
+                         ("coldfail", [{"inputs": [{**row, "shape": [1, 3],
+                                                    "data": ROW[0][:3]}]}])):
+        (root / name).mkdir()
+        shutil.copy(IRIS, root / name / "model.joblib")
+        (root / name / "settings.json").write_text(json.dumps({"warmup": warmup}))
     return root
 
 
@@ -71,12 +78,13 @@ def server(launch, repository):
 
 def test_every_folder_is_a_model_and_loads_at_start(server):
     entries = index(server)
-    assert set(entries) == {"iris", "tree", "proba", "broken", "typo", "rows"}
+    assert set(entries) == {"iris", "tree", "proba", "broken", "typo", "rows", "warmed",
+                            "coldfail"}
     assert entries["iris"] == {"name": "iris", "version": "1", "state": "READY", "reason": ""}
     assert entries["tree"]["version"] == "10" and entries["tree"]["state"] == "READY"
     assert entries["broken"]["state"] == "UNAVAILABLE"
     assert entries["broken"]["reason"].startswith("load failed:")
-    assert set(index(server, {"ready": True})) == {"iris", "tree", "proba", "rows"}
+    assert set(index(server, {"ready": True})) == {"iris", "tree", "proba", "rows", "warmed"}
     # A model that failed to load does not hold the rest of the server back.
     assert requests.get(server.url + "/v2/health/ready").status_code == 200
 
@@ -102,6 +110,15 @@ def test_settings_json_reaches_the_model_and_typos_are_refused(server, repositor
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
     default = requests.get(server.url + "/v2/models/iris/config", timeout=10).json()
     assert default["max_batch_size"] == 128  # the runtime's own default
+
+
+def test_warmup_requests_from_settings_json(server):
+    cold = index(server)["coldfail"]
+    assert cold["state"] == "UNAVAILABLE" and "warmup request 1 failed" in cold["reason"]
+    assert "expects 4 features" in cold["reason"]
+    assert v1(server, "warmed").json() == {"predictions": [1]}
+    stats = requests.get(server.url + "/v2/models/warmed/stats", timeout=10).json()
+    assert stats["model_stats"][0]["execution_count"] == 1  # warmup counts nowhere
 
 
 def test_load_and_unload_at_run_time(server, repository):

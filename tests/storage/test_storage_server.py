@@ -27,6 +27,24 @@ def test_storage_uri_is_fetched_then_served(launch, s3, s3_endpoint, tmp_path):
     assert (tmp_path / "models" / "model.joblib").is_file()
 
 
+def test_a_model_dir_that_is_a_uri_is_fetched_then_served(launch, s3, s3_endpoint,
+                                                          mlflow_server):
+    """As KServe's own servers take `--model_dir gs://...`: the URI is fetched first."""
+    s3.create_bucket(Bucket="direct")
+    s3.upload_file(str(IRIS), "direct", "iris/model.joblib")
+    env = s3_env(s3_endpoint, "")
+    env.pop("STORAGE_URI")
+    server = launch("-m", "sklearnserver", "--model_name", "iris", "--model_dir",
+                    "s3://direct/iris", env=env)
+    reply = requests.post(server.url + "/v1/models/iris:predict",
+                          json={"instances": [[6.8, 2.8, 4.8, 1.4]]})
+    assert reply.json() == {"predictions": [1]}
+    url, made = mlflow_server
+    registry = launch("-m", "mlflowserver", "--model_name", "iris", "--model_dir",
+                      "models:/iris@champion", env={"MLFLOW_TRACKING_URI": url})
+    assert requests.get(registry.url + "/v2/models/iris/ready", timeout=10).status_code == 200
+
+
 def test_bad_storage_uri_exits_with_a_clear_message(launch, s3_endpoint, tmp_path):
     server = launch("-m", "sklearnserver", "--model_dir", str(tmp_path / "models"),
                     env=s3_env(s3_endpoint, "s3://no-such-bucket/iris"), wait=False)

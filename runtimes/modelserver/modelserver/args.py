@@ -26,7 +26,9 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--model_name", default=env("MODEL_NAME", "model"),
                         help="name the model is served under (env MODEL_NAME; default: model)")
     parser.add_argument("--model_dir", default=env("MODEL_DIR", "/mnt/models"),
-                        help="local folder the model is loaded from (default: /mnt/models)")
+                        help="local folder the model is loaded from, or a URI (s3://..., "
+                             "models:/name/1, ...) fetched into a temporary folder first "
+                             "(default: /mnt/models)")
     parser.add_argument("--http_port", type=int, default=int(env("HTTP_PORT", "8080")),
                         help="REST port (default: 8080)")
     parser.add_argument("--grpc_port", type=int, default=int(env("GRPC_PORT", "8081")),
@@ -45,6 +47,10 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                              "holds none yet (default: detected)")
     parser.add_argument("--load_at_startup", type=str2bool, nargs="?", const=True, default=True,
                         help="load every model in the repository at start (default: true)")
+    parser.add_argument("--repository_poll_seconds", type=float, default=0.0,
+                        help="look at the repository folder this often and serve what it holds: "
+                             "new folders load, removed ones unload, changed ones reload; the "
+                             "load and unload API is then refused (default: 0, no polling)")
     # Per-model settings: a flag given here wins over every model's settings.json (None: not
     # given, so settings.json, then the runtime, then the defaults below decide).
     parser.add_argument("--max_batch_size", type=int, default=None,
@@ -61,6 +67,15 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                         help="a request not answered in time gets 504; 0 for none (default: 120)")
     limits.add_argument("--max_queue_size", type=int, default=None,
                         help="requests one model may hold at once; more get 503 (default: 1000)")
+    limits.add_argument("--max_header_bytes", type=int, default=64 * 1024,
+                        help="a request whose line and headers are larger gets 431 "
+                             "(default: 64 KiB)")
+    limits.add_argument("--request_read_timeout_seconds", type=float, default=30.0,
+                        help="once a request's first byte has come, all of it must come within "
+                             "this, else 408 (default: 30)")
+    limits.add_argument("--max_connections", type=int, default=2000,
+                        help="open HTTP connections; past it the longest-idle one is closed "
+                             "(default: 2000)")
     limits.add_argument("--keep_alive_timeout", type=float, default=3660.0,
                         help="seconds an idle HTTP connection stays open; longer than Envoy's "
                              "1-hour upstream idle timeout, so the proxy always closes first "

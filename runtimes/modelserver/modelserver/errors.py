@@ -29,6 +29,12 @@ class MethodNotAllowed(ServingError):
     status = 405
 
 
+class Conflict(ServingError):
+    """The request does not fit the server's state (a repository that polls its folder)."""
+
+    status = 409
+
+
 class PayloadTooLarge(ServingError):
     status = 413
 

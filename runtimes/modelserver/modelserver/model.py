@@ -8,6 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
+from .datatypes import TO_NUMPY
 from .errors import InvalidInput, ServingError
 from .protocol import v1
 from .settings import ModelSettings
@@ -63,6 +66,15 @@ class Model:
 
     def outputs(self) -> list[TensorSpec]:
         return []
+
+    def example_request(self) -> InferRequest | None:
+        """A request the model takes, for warming it up: zeros (empty strings for BYTES) shaped
+        as its metadata says, a variable dimension as 1; None when it declares no inputs.
+        Runtimes with an example of their own, or tighter shapes, override it."""
+        specs = self.inputs()
+        if not specs:
+            return None
+        return InferRequest([Tensor.from_numpy(spec.name, _zeros(spec)) for spec in specs])
 
     # -- inference ------------------------------------------------------------------------------
     def preprocess(self, request: InferRequest) -> InferRequest:
@@ -147,6 +159,13 @@ def _routes_of(cls: type) -> dict[tuple[str, str], Route]:
         for method, path, inference, error in getattr(getattr(cls, name, None), "__routes__", ()):
             found[(method, path)] = Route(method, path, name, inference, error)
     return found
+
+
+def _zeros(spec: TensorSpec) -> np.ndarray:
+    shape = [1 if d < 0 else d for d in spec.shape]
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=TO_NUMPY.get(spec.datatype, np.dtype(np.float32)))
 
 
 def _select(outputs: list[Tensor], requested: list, model: str) -> list[Tensor]:

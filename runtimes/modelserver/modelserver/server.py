@@ -10,16 +10,15 @@ import signal
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from .args import add_runtime_flags, build_parser, flag_settings, parse_args
 from .core.dataplane import DataPlane
+from .core.poller import Poller
 from .core.recorder import Recorder
-from .core.repository import ModelRepository, SettingsSources, latest_version
+from .core.repository import ModelRepository, SettingsSources
 from .core.runner import Runner
 from .model import Model
 from .ops.cpus import configure_threads
@@ -27,9 +26,10 @@ from .ops.heap import tune_malloc
 from .ops.logs import access_log, configure_logging
 from .ops.metrics import Metrics
 from .ops import tracing
+from .runtime.files import latest_version
 from .runtime.registry import can_any_load
-from .settings import SETTINGS_FILE
-from .transports.httpproto import OneWriteHttpToolsProtocol
+from .settings import SETTINGS_FILE, read_settings
+from .transports.http import HttpServer, Limits
 from .transports.rest import RestApp
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class Serving:
     models: list[Model]
     root: Path | None = None
     default_class: type[Model] | None = None
+    # The settings.json of a given model's folder, by model name.
+    folder_settings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,10 +65,12 @@ class ModelServer:
         configure_logging(args.log_level, args.log_format, args.access_log)
 
     def start(self, models: list[Model] = (), root: Path | None = None,
-              default_class: type[Model] | None = None) -> None:
+              default_class: type[Model] | None = None,
+              folder_settings: dict[str, dict] | None = None) -> None:
         threads = configure_threads(self.args.workers)  # before any worker or model starts
+        _open_files_for(self.args.max_connections)
         log.info("%d worker(s), %d thread(s) each", self.args.workers, threads)
-        serving = Serving(list(models), root, default_class)
+        serving = Serving(list(models), root, default_class, folder_settings or {})
         if self.args.workers == 1:
             sys.exit(_run_worker(self.args, serving, threads))
         with tempfile.TemporaryDirectory(prefix="modelserver-metrics-") as metrics_dir:
@@ -94,6 +98,23 @@ class ModelServer:
         for worker in workers:
             worker.join()
         return max((w.exitcode or 0) for w in workers)
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise this process's open-file limit to what the system allows, so that
+    `--max_connections` (plus the model's own files) is reached before the limit is."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (ImportError, ValueError, OSError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < connections + 256:
+        log.warning("the open-file limit (%d) is close to --max_connections (%d): connections "
+                    "past it will be refused", soft, connections)
 
 
 def _worker_main(args, serving: Serving, threads: int, shared: Workers) -> None:
@@ -124,104 +145,106 @@ def _run_worker(args, serving: Serving, threads: int, shared: Workers | None = N
         return Runner(model, metrics.model(model.name), args.max_tensor_elements)
 
     sources = SettingsSources(flag_settings(args), {"threads": threads})
-    repository = ModelRepository(runner, serving.models, serving.root, serving.default_class,
-                                 sources)
+    try:
+        repository = ModelRepository(runner, serving.models, serving.root,
+                                     serving.default_class, sources, serving.folder_settings)
+    except ValueError as exc:  # a given model's settings are wrong
+        log.error("%s", exc)
+        return 1
     peers_ready = None if shared is None else (lambda: shared.loaded.value >= args.workers)
     tracer = tracing.Tracer(args.prog) if tracing.wanted(args.enable_tracing) else None
     dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer), peers_ready)
-    state: dict[str, Any] = {"exit_code": 0}
-    server: uvicorn.Server
-
-    async def load_models() -> None:
-        if serving.root is not None and args.load_at_startup:
-            for name in repository.on_disk():  # one that fails stays UNAVAILABLE
-                try:
-                    await repository.load_from_disk(name)
-                except Exception as exc:
-                    log.error("model '%s' failed to load: %s", name, exc)
-        try:
-            await repository.load_given()
-        except Exception as exc:
-            log.error("%s", exc)
-            log.debug("load failure", exc_info=True)
-            state["exit_code"] = 1
-            server.should_exit = True
-            return
-        if shared is not None:
-            with shared.loaded.get_lock():
-                shared.loaded.value += 1
-
-    async def on_startup() -> None:
-        if args.enable_grpc:  # in this process's event loop, beside uvicorn
-            from .transports import grpc
-
-            try:
-                state["grpc"] = await grpc.start(
-                    dataplane, args.host, args.grpc_port,
-                    max_message_bytes=args.grpc_max_message_bytes,
-                    reuse_port=args.workers > 1)
-            except Exception:
-                state["exit_code"] = 1
-                raise
-            log.info("gRPC on %s (pid %d)", state["grpc"].address, os.getpid())
-        if serving.root is not None and args.load_at_startup:
-            repository.expect(repository.on_disk())  # readiness waits for every folder
-        state["loader"] = asyncio.get_running_loop().create_task(load_models())
-
-    async def on_shutdown() -> None:
-        if "grpc" in state:
-            await state["grpc"].stop(args.graceful_shutdown_seconds)
-        if shared is not None:
-            metrics.write_snapshot()  # this worker's last counts stay in the sum
-        if tracer is not None:
-            tracer.shutdown()
-
-    app = RestApp(dataplane, metrics, on_startup=on_startup, on_shutdown=on_shutdown,
-                  max_request_bytes=args.max_request_bytes)
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http=OneWriteHttpToolsProtocol,
-        lifespan="on",
-        access_log=False,  # ours is structured and knows the model
-        server_header=False,
-        proxy_headers=False,  # nothing here reads the client address: skip the middleware
-        log_config=None,
-        timeout_keep_alive=args.keep_alive_timeout,
-        timeout_graceful_shutdown=args.graceful_shutdown_seconds,
-    )
-    server = DrainingServer(config, dataplane)
     sock = _listen(args.host, args.http_port, reuse_port=args.workers > 1)
-    # uvicorn re-raises the stop signal once it has shut down; a shutdown it completed is a
-    # success, so exit 0 rather than die by SIGTERM.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
-    log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
-    _run_uvloop(server.serve(sockets=[sock]))
+    code = _run_loop(_serve(args, serving, dataplane, metrics, sock, shared))
+    if tracer is not None:
+        tracer.shutdown()
     access_log.flush()
-    return state["exit_code"]
+    return code
 
 
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM, readiness turns false at once; uvicorn then stops accepting connections and
-    waits up to the grace period for in-flight requests."""
+async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
+                 sock: socket.socket, shared: Workers | None) -> int:
+    """Serve until SIGTERM (or a model given to the server fails to load), then drain: readiness
+    turns false at once, the listeners close, and requests in progress get the grace period."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    repository = dataplane.repository
+    grpc_server = None
+    if args.enable_grpc:  # in this process's event loop, beside REST
+        from .transports import grpc
 
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane):
-        super().__init__(config)
-        self.dataplane = dataplane
+        try:
+            grpc_server = await grpc.start(dataplane, args.host, args.grpc_port,
+                                           max_message_bytes=args.grpc_max_message_bytes,
+                                           reuse_port=args.workers > 1)
+        except OSError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("gRPC on %s (pid %d)", grpc_server.address, os.getpid())
+    if serving.root is not None and args.load_at_startup:
+        repository.expect(repository.on_disk())  # readiness waits for every folder
+    poller = None
+    if serving.root is not None and args.repository_poll_seconds > 0:
+        poller = Poller(dataplane, args.repository_poll_seconds)
+        dataplane.polled = True
+    loader = loop.create_task(_load_models(args, serving, dataplane, shared, poller))
+    loader.add_done_callback(lambda task: task.cancelled() or task.result() or stop.set())
+    http = HttpServer(RestApp(dataplane, metrics, args.max_request_bytes).handle, Limits(
+        max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_request_bytes,
+        read_timeout=args.request_read_timeout_seconds, keep_alive=args.keep_alive_timeout,
+        max_connections=args.max_connections))
+    await http.start(sock)
+    log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
+    await stop.wait()
+    failed = loader.done() and not loader.cancelled() and loader.result() is False
+    dataplane.draining = True
+    grace = args.graceful_shutdown_seconds
+    log.info("stopping: requests in progress get %gs to finish (pid %d)", grace, os.getpid())
+    await asyncio.gather(http.shutdown(grace),
+                         grpc_server.stop(grace) if grpc_server else asyncio.sleep(0))
+    loader.cancel()
+    if poller is not None and poller.task is not None:
+        poller.task.cancel()
+    if shared is not None:
+        metrics.write_snapshot()  # this worker's last counts stay in the sum
+    log.info("stopped (pid %d)", os.getpid())
+    return 1 if failed else 0
 
-    def handle_exit(self, sig, frame) -> None:
-        self.dataplane.draining = True
-        super().handle_exit(sig, frame)
+
+async def _load_models(args, serving: Serving, dataplane: DataPlane, shared: Workers | None,
+                       poller: Poller | None) -> bool:
+    """Load the repository's folders (one that fails stays UNAVAILABLE) and the given models
+    (one that fails stops the server), then start polling if asked; False when a given model
+    failed."""
+    repository = dataplane.repository
+    if serving.root is not None and args.load_at_startup:
+        for name in repository.on_disk():
+            try:
+                await dataplane.load_from_disk(name)
+            except Exception as exc:
+                log.error("model '%s' failed to load: %s", name, str(exc))
+    try:
+        await repository.load_given()
+    except Exception as exc:
+        log.error("%s", exc)
+        log.debug("load failure", exc_info=True)
+        return False
+    if shared is not None:
+        with shared.loaded.get_lock():
+            shared.loaded.value += 1
+    if poller is not None:
+        poller.start()
+    return True
 
 
-def _run_uvloop(coro) -> None:
+def _run_loop(coro):
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def serve(model_class: type[Model] | None, argv: list[str] | None = None,
@@ -236,32 +259,56 @@ def serve(model_class: type[Model] | None, argv: list[str] | None = None,
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     args = parse_args(parser, argv)
     server = ModelServer(args)
-    fetch_model(args.model_dir)
-    root = Path(args.model_dir)
+    root = fetch_model(args.model_dir)
     if model_class is None or args.multi_model or is_repository(root, model_class):
         server.start(root=root, default_class=model_class)
     else:
-        server.start([model_class(args.model_name, args.model_dir)])
+        model = single_model(model_class, args.model_name, root)
+        server.start([model], folder_settings={model.name: read_settings(root)})
 
 
 def is_repository(root: Path, model_class: type[Model]) -> bool:
-    """A folder that is not one model itself, but has folders that are."""
+    """A folder that is not one model itself, but has folders that are. Numbered folders are
+    versions of the one model (Triton's and TF Serving's layout), not models named 1, 2, ..."""
     if model_class.can_load(root) or not root.is_dir():
         return False
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in root.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and not p.name.isdigit()]
     return any((p / SETTINGS_FILE).is_file() or can_any_load(latest_version(p)[0])
                for p in folders)
 
 
-def fetch_model(model_dir: str) -> None:
-    """With STORAGE_URI set, download it into the model directory first (KServe's contract)."""
-    uri = os.environ.get("STORAGE_URI")
+def single_model(model_class: type[Model], name: str, root: Path) -> Model:
+    """The model in `root`, or else in its highest numbered version folder."""
+    if model_class.can_load(root) or not root.is_dir():
+        folder, version = root, None
+    else:
+        folder, version = latest_version(root)
+    model = model_class(name, str(folder))
+    if version is not None:
+        model.version = version
+    return model
+
+
+def fetch_model(model_dir: str) -> Path:
+    """The local folder to serve from. With STORAGE_URI set, it is downloaded into the model
+    directory first (KServe's contract); a `--model_dir` that is itself a URI (as KServe's own
+    servers take one) is downloaded into a temporary folder."""
+    uri, folder = os.environ.get("STORAGE_URI"), Path(model_dir)
+    if not uri and is_uri(model_dir):
+        uri, folder = model_dir, Path(tempfile.mkdtemp(prefix="modelserver-model-"))
     if not uri:
-        return
+        return folder
     from modelstorage import StorageError, download
 
     try:
-        download(uri, model_dir)
+        download(uri, folder)
     except StorageError as exc:
         log.error("could not fetch the model: %s", exc)
         sys.exit(1)
+    return folder
+
+
+def is_uri(location: str) -> bool:
+    """A location modelstorage fetches rather than a local path (s3://..., models:/name/1)."""
+    return "://" in location or location.startswith(("models:/", "runs:/"))

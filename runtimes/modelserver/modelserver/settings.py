@@ -51,6 +51,10 @@ class ModelSettings:
     # Runtime-specific settings, by the runtime's own names (xgboost's `nthread`, TF Serving's
     # `tensorflow_intra_op_parallelism`, ...): from the runtime's flags or settings.json.
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    # Requests run through the model after it loads and before it is ready, so that no user pays
+    # for its first calls: a number of requests made from the model's own example (or zeros
+    # shaped as its metadata says), or v2 request bodies (JSON objects), which must succeed.
+    warmup: int | tuple[Mapping[str, Any], ...] = 0
 
     @property
     def max_batch_delay(self) -> float:
@@ -130,6 +134,12 @@ def _checked(key: str, value: Any, where: str) -> Any:
         value = _inputs(value, where)
     elif key == "dynamic_batching" and not isinstance(value, bool):
         raise ValueError(f"{where}: dynamic_batching must be true or false, got {value!r}")
+    elif key == "warmup":
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            value = tuple(value)
+        elif type(value) is not int or value < 0:  # noqa: E721 - bool is not a count
+            raise ValueError(f"{where}: warmup must be a number of requests or a list of v2 "
+                             f"request bodies, got {value!r}")
     elif key == "runtime" and not isinstance(value, str):
         raise ValueError(f"{where}: runtime must be a runtime's name, got {value!r}")
     return value

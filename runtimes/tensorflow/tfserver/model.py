@@ -60,6 +60,9 @@ class TFModel(Model):
     platform = "tensorflow_savedmodel"
     # Signature functions run in C++ without the GIL.
     predict_in_thread = True
+    # TensorFlow's first call of a signature costs about 100 ms more than the others: one call
+    # on zeros shaped as its inputs before the model is ready.
+    defaults = {"warmup": 1}
     flags = {
         INTRA_FLAG: {"type": int, "help": "TensorFlow's intra-op threads (default: the "
                                           "worker's share of the CPUs)"},
@@ -95,7 +98,6 @@ class TFModel(Model):
         self.signatures = _signatures(tf, loaded, found.path)
         self.default = self.signatures[_default_signature(self.signatures, found.path)]
         self._loaded = loaded
-        _warm_up(self.default)
         if tf.config.threading.get_inter_op_parallelism_threads() == 1:
             # One inter-op thread cannot run two graphs at once: take requests one at a time.
             self._lock = threading.Lock()
@@ -360,22 +362,6 @@ def _datatype(np_dtype: np.dtype, fallback: str) -> str:
         return from_numpy(np_dtype)
     except ValueError:
         return fallback.upper()
-
-
-def _warm_up(signature: Signature) -> None:
-    """One call on zeros, so that the first request does not pay for TensorFlow's first-run
-    setup (about 100 ms). Skipped when an input's size is not known."""
-    feeds = {}
-    for spec in signature.inputs:
-        if spec.shape is None or any(d is None for d in spec.shape[1:]):
-            return
-        shape = (1, *spec.shape[1:]) if spec.shape and spec.shape[0] is None else spec.shape
-        feeds[spec.name] = (np.full(shape, b"", dtype=object) if spec.datatype == "BYTES"
-                            else np.zeros(shape, dtype=spec.dtype))
-    try:
-        signature.function(**feeds)
-    except Exception as exc:  # a model may refuse zeros: the first request pays instead
-        log.debug("warm-up call of '%s' failed: %s", signature.name, _first_line(exc))
 
 
 def _numpy(tensor) -> np.ndarray:

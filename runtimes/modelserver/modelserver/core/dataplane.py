@@ -8,13 +8,19 @@ back to `record` once the answer is sent."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..errors import InvalidInput, MethodNotAllowed, ModelFailed, ServingError, Unavailable
+from ..errors import (
+    Conflict,
+    InvalidInput,
+    MethodNotAllowed,
+    ModelFailed,
+    ServingError,
+    Unavailable,
+)
 from ..model import Route
 from ..protocol.modelconfig import model_config
 from ..types import Reply
@@ -22,6 +28,7 @@ from .call import Call
 from .recorder import Recorder
 from .repository import ModelRepository
 from .runner import Codec, Runner
+from .threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class DataPlane:
         self.recorder = recorder
         # Whether transports pass the caller's trace context on (only when tracing is on).
         self.tracing = recorder.tracer is not None
+        # Whether the repository folder is polled: then it, not the API, decides what serves.
+        self.polled = False
         self.draining = False  # set at SIGTERM: not ready any more, in-flight work finishes
         # With several worker processes, the server is ready only once every one of them is.
         self.peers_ready = peers_ready
@@ -62,7 +71,8 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self.repository.get(name, version).model.ready
+        runner = self.repository.get(name, version)
+        return runner.model.ready and not runner.stuck()
 
     def model_metadata(self, name: str, version: str | None = None) -> dict:
         model = self.repository.get(name, version).model
@@ -88,11 +98,35 @@ class DataPlane:
         return self.repository.index(ready_only)
 
     async def load_model(self, name: str, parameters: dict | None = None) -> None:
-        """Load (or reload) `<model_dir>/<name>`, first fetching `storage_uri` into it if given."""
+        """The repository API's load: (re)load `<model_dir>/<name>`, first fetching
+        `storage_uri` into it if given."""
+        self._not_polled()
         uri = (parameters or {}).get("storage_uri")
-        if uri is not None:
-            folder = self.repository.folder_for_download(name)
-            await asyncio.get_running_loop().run_in_executor(None, fetch, uri, folder)
+        async with self.repository.exclusive(name):
+            if uri is not None:
+                folder = self.repository.folder_for_download(name)
+                await in_thread(fetch, uri, folder, name=f"fetch-{name}")
+            await self._load(name)
+
+    async def unload_model(self, name: str) -> None:
+        """The repository API's unload."""
+        self._not_polled()
+        async with self.repository.exclusive(name):
+            await self.repository.unload(name)
+
+    async def load_from_disk(self, name: str) -> None:
+        """(Re)load a folder as it is on disk: at start, and when polling finds it changed."""
+        async with self.repository.exclusive(name):
+            await self._load(name)
+
+    async def forget(self, name: str) -> None:
+        """A folder polling found gone: unload its model, if it has one, and forget it."""
+        async with self.repository.exclusive(name):
+            if name in self.repository.names():
+                await self.repository.unload(name)
+            self.repository.forget(name)
+
+    async def _load(self, name: str) -> None:
         try:
             await self.repository.load_from_disk(name)
         except ServingError:
@@ -100,8 +134,10 @@ class DataPlane:
         except Exception as exc:
             raise ModelFailed(f"failed to load model '{name}': {exc}") from None
 
-    async def unload_model(self, name: str) -> None:
-        await self.repository.unload(name)
+    def _not_polled(self) -> None:
+        if self.polled:
+            raise Conflict("this server polls its model repository (--repository_poll_seconds):"
+                           " add, change or remove the model's folder instead")
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(self, call: Call, name: str, version: str | None, codec: Codec) -> Any:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 from ..errors import InvalidInput, ModelNotFound, ModelNotReady
 from ..model import Model
 from ..ops.heap import freeze_heap, refreeze_heap
+from ..runtime.files import latest_version
 from ..runtime.registry import model_class_for
 from ..settings import SETTINGS_FILE, read_settings, resolve
 from .runner import Runner
+from .threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +59,20 @@ class SettingsSources:
 class ModelRepository:
     def __init__(self, runner: Callable[[Model], Runner], models: list[Model] = (),
                  root: Path | None = None, default_class: type[Model] | None = None,
-                 sources: SettingsSources | None = None):
+                 sources: SettingsSources | None = None,
+                 folder_settings: Mapping[str, Mapping[str, Any]] | None = None):
         self._runner = runner  # makes the Runner of a loaded model
         self._given: list[Model] = list(models)  # served as given, loaded at start
         self._models: dict[str, Runner] = {}
         self._unavailable: dict[str, Unavailable] = {}
         self._loading: set[str] = set()
+        self._exclusive: dict[str, list] = {}  # name -> [lock, users]: one change at a time
         self.root = root
         self.default_class = default_class
         self.sources = sources or SettingsSources({}, {})
-        for model in self._given:
-            model.settings = self.sources.settings_of(type(model), {}, "settings")
+        for model in self._given:  # with their folder's settings.json, when they have one
+            model.settings = self.sources.settings_of(
+                type(model), (folder_settings or {}).get(model.name, {}), SETTINGS_FILE)
         self.expect([model.name for model in self._given])  # readiness waits for them
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -107,9 +113,26 @@ class ModelRepository:
         return list(dict.fromkeys(classes))
 
     def all_ready(self) -> bool:
-        return not self._loading and all(r.model.ready for r in self._models.values())
+        """Every model loaded (one being reloaded serves its old version meanwhile), and none
+        stuck."""
+        return (all(name in self._models for name in self._loading)
+                and all(r.model.ready and not r.stuck() for r in self._models.values()))
 
     # -- loading --------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def exclusive(self, name: str):
+        """One load or unload of a name at a time: a second waits for the first, so two loads
+        of one model neither fetch into the same folder at once nor race to serve."""
+        entry = self._exclusive.setdefault(name, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._exclusive[name]
+
     async def load_given(self) -> None:
         """Load the models the server was given; the first failure is raised."""
         for model in self._given:
@@ -130,20 +153,25 @@ class ModelRepository:
         return runner
 
     async def _load(self, model: Model, replace: bool = False) -> Runner:
-        """Run `model.load()` off the event loop (a False return is a failure), then serve it."""
-        if not model.ready:
-            self._loading.add(model.name)
+        """Run `model.load()` off the event loop (a False return is a failure), warm the model
+        up, then serve it; it counts as loading until then."""
+        self._loading.add(model.name)
+        try:
+            if not model.ready:
+                loaded = await in_thread(model.load, name=f"load-{model.name}")
+                if loaded is False:
+                    raise RuntimeError(f"model '{model.name}' reported that it failed to load")
+            model.settings = model.settings.default(max_batch_size=0)  # still open: no batching
+            runner = self._runner(model)
             try:
-                loaded = await asyncio.get_running_loop().run_in_executor(None, model.load)
-            finally:
-                self._loading.discard(model.name)
-            if loaded is False:
-                raise RuntimeError(f"model '{model.name}' reported that it failed to load")
-        self._loading.discard(model.name)
-        model.settings = model.settings.default(max_batch_size=0)  # still open: no batching
+                await runner.warm_up()
+            except Exception:
+                runner.close()
+                raise
+        finally:
+            self._loading.discard(model.name)
         freeze_heap()
         model.ready = True
-        runner = self._runner(model)
         old = self._models.get(model.name)
         self._models[model.name] = runner
         self._unavailable.pop(model.name, None)
@@ -178,6 +206,10 @@ class ModelRepository:
         refreeze_heap()
         log.info("model '%s' unloaded", name)
 
+    def forget(self, name: str) -> None:
+        """A model whose folder is gone: not listed any more."""
+        self._unavailable.pop(name, None)
+
     async def _retire(self, runner: Runner) -> None:
         """Stop new requests reaching the model, let in-flight ones finish, then unload it."""
         runner.model.ready = False
@@ -186,9 +218,7 @@ class ModelRepository:
         while runner.inflight and loop.time() < deadline:
             await asyncio.sleep(0.01)
         runner.close()
-        # Handed over in a list the thread empties: a pool thread may still hold what it ran
-        # for a moment after the result is in, and the model must be collectable at once.
-        await loop.run_in_executor(None, _unload, [runner.model])
+        await in_thread(runner.model.unload, name=f"unload-{runner.name}")
 
     def loaded_count(self) -> int:
         return sum(r.model.ready for r in self._models.values())
@@ -240,16 +270,3 @@ class ModelRepository:
                 entries.append({"name": name, "version": version, "state": state,
                                 "reason": reason})
         return entries
-
-
-def _unload(holder: list[Model]) -> None:
-    holder.pop().unload()
-
-
-def latest_version(folder: Path) -> tuple[Path, str | None]:
-    """Triton's layout: numbered subfolders are versions, and the highest is served."""
-    versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        return folder, None
-    newest = max(versions, key=lambda p: int(p.name))
-    return newest, newest.name

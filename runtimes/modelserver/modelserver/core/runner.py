@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import perf_counter
 from typing import Any, Protocol
 
-from ..errors import InvalidInput, ModelFailed, ServingError, Timeout, Unavailable
+from ..errors import InvalidInput, ModelFailed, ModelNotReady, ServingError, Timeout, Unavailable
 from ..model import Model, Route
 from ..ops.metrics import ModelMetrics
-from ..protocol import content_types
+from ..protocol import content_types, v2json
 from ..types import InferRequest, InferResponse, Reply, RouteRequest
 from .batching import Batcher, run_alone
 from .call import Call
@@ -44,8 +45,13 @@ class Runner:
         self.stats = ModelStats()
         self.max_tensor_elements = max_tensor_elements
         self.inflight = 0  # requests inside now; unloading waits for them
-        # A pool of the model's own: a model whose predict hangs holds only its own threads.
-        self.executor = (ThreadPoolExecutor(thread_name_prefix=f"predict-{model.name}")
+        self.running: dict[object, float] = {}  # calls in the model's threads: their starts
+        self.finished = 0.0  # when the last such call returned
+        self.warming = False  # warmup requests are counted nowhere
+        # A pool of the model's own (of the standard pool's size): a model whose predict hangs
+        # holds only its own threads.
+        self.pool_size = min(32, (os.cpu_count() or 1) + 4)
+        self.executor = (ThreadPoolExecutor(self.pool_size, f"predict-{model.name}")
                          if model.predict_in_thread else None)
         self.batcher = (Batcher(settings.batch_rows, settings.max_batch_delay, self._execute,
                                 self._executed)
@@ -100,17 +106,79 @@ class Runner:
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         if self.executor is not None:
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, function,
-                                                                      *args)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._timed, function, args)
         else:
             result = function(*args)
         if inspect.isawaitable(result):
             result = await result
         return result
 
+    def _timed(self, function: Callable[..., Any], args: tuple) -> Any:
+        """In a model thread: `function(*args)`, known to be running while it runs (a request
+        that timed out stops waiting for it; the thread does not stop)."""
+        token = object()
+        self.running[token] = perf_counter()
+        try:
+            return function(*args)
+        finally:
+            del self.running[token]
+            self.finished = perf_counter()
+
+    def stuck(self) -> str | None:
+        """Why the model cannot serve, if calls in its threads hang: every thread holds a call
+        past the request deadline, or (batching, one call at a time) the batch call has run
+        past it while nothing else finished. New requests would only wait for nothing."""
+        timeout = self.settings.request_timeout_seconds
+        running = self.running.copy()  # one step under the GIL, though threads change it
+        if not running or not timeout:
+            return None
+        now = perf_counter()
+        overdue = [started for started in running.values() if now - started > timeout]
+        if not overdue:
+            return None
+        if len(overdue) < self.pool_size and (self.batcher is None
+                                              or self.finished > min(overdue)):
+            return None
+        return (f"calls of its framework have run for up to {now - min(overdue):.0f}s without "
+                "finishing")
+
     def _executed(self, rows: int, merge: float, infer: float, split: float) -> None:
+        if self.warming:
+            return
         self.stats.execution(rows, merge, infer, split)
         self.metrics.batch_rows.observe(rows)
+
+    # -- warmup ---------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        """Run the model's warmup requests (settings.warmup) through this runner, as requests
+        run (preprocess, batching, its threads, postprocess), counted nowhere. Request bodies
+        given in the settings must succeed; requests made from the model's example may not (a
+        model may refuse zeros): the first user then pays instead."""
+        warmup = self.settings.warmup
+        if not warmup:
+            return
+        given = isinstance(warmup, tuple)
+        self.warming = True
+        try:
+            for number in range(1, (len(warmup) if given else warmup) + 1):
+                try:
+                    request = (v2json.decode_request(warmup[number - 1]) if given
+                               else self.model.example_request())
+                    if request is None:
+                        log.info("model '%s' declares no inputs: no warmup", self.name)
+                        return
+                    request.model_name = self.name
+                    await self._within_deadline(self._predict(request, Call("", "", "")))
+                except ServingError as exc:
+                    if given:
+                        raise ValueError(f"warmup request {number} failed: {exc.message}") \
+                            from None
+                    log.info("model '%s': a warmup request made from its metadata failed (%s); "
+                             "list warmup requests in its settings.json", self.name, exc.message)
+                    return
+        finally:
+            self.warming = False
 
     # -- custom routes --------------------------------------------------------------------------
     async def route(self, call: Call, route: Route, body: bytes, headers: dict[str, str]) -> Reply:
@@ -149,6 +217,8 @@ class Runner:
 
     # -- limits ---------------------------------------------------------------------------------
     def _admit(self) -> None:
+        if self.running and (reason := self.stuck()):
+            raise ModelNotReady(self.name, reason)
         if self.inflight >= self.settings.max_queue_size:
             raise Unavailable(f"model '{self.name}' has {self.inflight} requests waiting, its "
                               "limit; try again later")

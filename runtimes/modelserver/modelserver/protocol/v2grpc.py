@@ -17,7 +17,7 @@ from ..datatypes import to_numpy
 from ..errors import InvalidInput
 from .proto import grpc_service_pb2 as pb
 from ..types import InferRequest, InferResponse, RequestedOutput, Tensor
-from .v2json import decode_shape, reshape
+from .v2json import MAX_DIMS, decode_shape, reshape
 
 # The InferTensorContents field that holds each datatype's elements.
 CONTENTS_FIELD = {
@@ -69,7 +69,7 @@ def _raw_input(item, data: bytes) -> Tensor:
         raise InvalidInput(f"input '{name}' has contents as well as raw_input_contents; "
                            "send one or the other")
     shape = item.shape[:]  # a list; quicker than list()
-    if shape and min(shape) < 0:
+    if shape and (min(shape) < 0 or len(shape) > MAX_DIMS):
         decode_shape(shape, name)  # raises its error
     datatype = item.datatype
     parameters = item.parameters

@@ -13,6 +13,9 @@ from ..errors import InvalidInput
 from ..types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# numpy's own limit of dimensions (NPY_MAXDIMS): 64 since numpy 2, 32 before (which old
+# scikit-learn builds need).
+MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
 
 def dumps(obj: Any) -> bytes:
@@ -93,6 +96,8 @@ def decode_shape(shape: Any, name: str) -> list[int]:
         type(d) is int and d >= 0 for d in shape  # noqa: E721 - bool is not a dimension
     ):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input '{name}' has {len(shape)} dimensions; at most {MAX_DIMS}")
     return shape
 
 

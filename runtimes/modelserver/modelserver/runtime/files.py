@@ -1,5 +1,5 @@
-"""A model's file in its folder: exactly one file with one of the framework's endings, or an
-error that says what the folder holds."""
+"""A model's files: the version folder that is served (Triton's layout), and exactly one file with
+one of the framework's endings in it, or an error that says what the folder holds."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ def find_model_file(model_dir: str | os.PathLike, suffixes: Collection[str], fra
         raise ValueError(f"several model files in {folder}: "
                          f"{', '.join(p.name for p in found)}; keep exactly one")
     return found[0]
+
+
+def latest_version(folder: Path) -> tuple[Path, str | None]:
+    """Triton's layout: numbered subfolders are versions, and the highest is served."""
+    versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        return folder, None
+    newest = max(versions, key=lambda p: int(p.name))
+    return newest, newest.name

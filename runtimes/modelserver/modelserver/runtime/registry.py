@@ -1,8 +1,9 @@
 """The installed runtimes: each registers its Model class under the entry-point group
-`modelserver.runtime.registry`, so one server can host models of several frameworks."""
+`modelserver.runtimes`, so one server can host models of several frameworks."""
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -11,10 +12,22 @@ from ..model import Model
 
 GROUP = "modelserver.runtimes"
 
+log = logging.getLogger(__name__)
+
 
 @cache
 def installed() -> dict[str, type[Model]]:
-    return {ep.name: ep.load() for ep in entry_points(group=GROUP)}
+    """The runtimes that import; one that does not (a broken install, a missing framework) is
+    left out with a warning rather than taking the others down with it."""
+    runtimes = {}
+    for entry in entry_points(group=GROUP):
+        try:
+            runtimes[entry.name] = entry.load()
+        except Exception as exc:  # the message only: a record holding the exception would
+            # hold its traceback's frames, and whatever they refer to, as long as the record
+            log.warning("runtime %r (%s) does not import, so it is not served: %s",
+                        entry.name, entry.value, f"{type(exc).__name__}: {exc}")
+    return runtimes
 
 
 def model_class_for(folder: Path, runtime: str | None,

@@ -1,9 +1,9 @@
-"""REST transport: a bare ASGI application that adapts HTTP to the data plane.
+"""REST transport: HTTP requests (read by http.py) adapted to the data plane.
 
-No framework sits between uvicorn and the handlers: routing is a dict lookup or one regex, and
-bodies go straight to orjson. A framework's per-request machinery would cost more than the
-predict call of a small model. Every request becomes a `Call` that the data plane records once
-the answer is sent."""
+No framework sits between the connection and the handlers: routing is a dict lookup or one
+regex, and bodies go straight to orjson. A framework's per-request machinery would cost more
+than the predict call of a small model. Every request becomes a `Call` that the data plane
+records once the answer is sent."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ import orjson
 from .. import __version__
 from ..core.call import Call
 from ..core.dataplane import DataPlane
-from ..errors import InvalidInput, MethodNotAllowed, NotFound, PayloadTooLarge, ServingError, \
-    Unavailable
+from ..errors import InvalidInput, MethodNotAllowed, NotFound, ServingError, Unavailable
 from ..model import Model
 from ..ops.metrics import Metrics
 from ..ops.tracing import carrier
 from ..protocol import binary, v2json
 from ..types import InferResponse
+from .http import Request
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,6 @@ def openapi_document() -> bytes:
 
 def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
-
-
-async def read_body(receive, limit: int) -> bytes:
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-        return body
-    chunks, size = [body], len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:
@@ -145,19 +127,11 @@ class V2Codec(_Body):
 
 
 class RestApp:
-    def __init__(
-        self,
-        dataplane: DataPlane,
-        metrics: Metrics,
-        on_startup: Callable[[], Awaitable[None]] | None = None,
-        on_shutdown: Callable[[], Awaitable[None]] | None = None,
-        max_request_bytes: int = 256 * 1024 * 1024,
-    ):
+    def __init__(self, dataplane: DataPlane, metrics: Metrics,
+                 max_request_bytes: int = 256 * 1024 * 1024):
         self.dataplane = dataplane
         self.metrics_store = metrics
-        self.max_request_bytes = max_request_bytes
-        self.on_startup = on_startup
-        self.on_shutdown = on_shutdown
+        self.max_request_bytes = max_request_bytes  # also the bound of a decompressed body
         # Fixed paths: path -> {method: handler}.
         self.static: dict[str, dict[str, Handler]] = {
             "/": {"GET": self.root},
@@ -171,18 +145,12 @@ class RestApp:
             "/openapi.json": {"GET": self.openapi},
         }
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            await self.http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-
-    async def http(self, scope, receive, send) -> None:
-        path, method = scope["path"], scope["method"]
-        call = Call(path[1:3], method, path)  # "v1"/"v2": the protocol, for inference calls
+    async def handle(self, request: Request) -> None:
+        path, method = request.path, request.method
+        call = Call(path[1:3], method, path, request.started)  # v1/v2: inference protocols
         headers = JSON_HEADERS
         try:
-            reply = await self.dispatch(scope, receive, call)
+            reply = await self.dispatch(request, call)
             status, payload = reply[0], reply[1]
             if len(reply) > 2:
                 headers = reply[2]
@@ -193,24 +161,21 @@ class RestApp:
             log.exception("unhandled error on %s %s", method, path)
             call.status = status = 500
             payload = error_body("internal server error")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", b"%d" % len(payload))]})
-        await send({"type": "http.response.body", "body": payload})
+        request.respond(status, payload, headers)
         self.dataplane.record(call)
 
-    async def dispatch(self, scope, receive, call: Call) -> Reply:
-        path, method = scope["path"], scope["method"]
+    async def dispatch(self, request: Request, call: Call) -> Reply:
+        path, method = request.path, request.method
         methods = self.static.get(path)
         if methods is not None:
-            return await _pick(methods, method)(receive)
+            return await _pick(methods, method)(request)
         if self.dataplane.tracing:
-            call.trace = carrier(scope["headers"])
+            call.trace = carrier(request.headers)
         if match := _V2_MODEL.fullmatch(path):
             name, version, action = match.groups()
             if action == "infer":
                 _allow(method, "POST")
-                body = await read_body(receive, self.max_request_bytes)
-                codec = V2Codec(body, scope["headers"], self.max_request_bytes)
+                codec = V2Codec(request.body, request.headers, self.max_request_bytes)
                 return await self.dataplane.infer(call, name, version, codec)
             _allow(method, "GET")
             if action == "ready":
@@ -222,26 +187,24 @@ class RestApp:
             return _ok(self.dataplane.model_metadata(name, version))
         if match := _REPOSITORY_MODEL.fullmatch(path):
             _allow(method, "POST")
-            return await self.repository_action(receive, *match.groups())
+            return await self.repository_action(request, *match.groups())
         if match := _V1_MODEL.fullmatch(path):
             name, action = match.groups()
             if action == "predict":
                 _allow(method, "POST")
-                body = await read_body(receive, self.max_request_bytes)
-                codec = V1Codec(body, scope["headers"], self.max_request_bytes)
+                codec = V1Codec(request.body, request.headers, self.max_request_bytes)
                 return await self.dataplane.infer(call, name, None, codec)
             _allow(method, "GET")
             return self.v1_model_ready(name)
-        return await self.custom_route(scope, receive, call)
+        return await self.custom_route(request, call)
 
-    async def custom_route(self, scope, receive, call: Call) -> Reply:
+    async def custom_route(self, request: Request, call: Call) -> Reply:
         """A route a served model declares (MLflow's /invocations, say)."""
-        path, method = scope["path"], scope["method"]
+        path, method = request.path, request.method
         call.protocol = path
         try:
-            body = await read_body(receive, self.max_request_bytes)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            reply = await self.dataplane.route(call, method, path, body, headers)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
+            reply = await self.dataplane.route(call, method, path, request.body, headers)
         except ServingError as exc:
             render = self.dataplane.route_error(method, path)
             if render is None:
@@ -255,10 +218,10 @@ class RestApp:
         return status, payload, [(b"content-type", content_type.encode())]
 
     # -- v1 -------------------------------------------------------------------------------------
-    async def root(self, receive) -> Reply:
+    async def root(self, request: Request) -> Reply:
         return _ok({"status": "alive"})
 
-    async def v1_list(self, receive) -> Reply:
+    async def v1_list(self, request: Request) -> Reply:
         return _ok({"models": self.dataplane.repository.names()})
 
     def v1_model_ready(self, name: str) -> Reply:
@@ -267,13 +230,13 @@ class RestApp:
         return _ok({"name": name, "ready": True})
 
     # -- v2 -------------------------------------------------------------------------------------
-    async def v2_metadata(self, receive) -> Reply:
+    async def v2_metadata(self, request: Request) -> Reply:
         return _ok(self.dataplane.server_metadata())
 
-    async def v2_live(self, receive) -> Reply:
+    async def v2_live(self, request: Request) -> Reply:
         return _ok({"live": self.dataplane.live()})
 
-    async def v2_ready(self, receive) -> Reply:
+    async def v2_ready(self, request: Request) -> Reply:
         if not self.dataplane.ready():
             raise Unavailable("the server is not ready: not every model has loaded")
         return _ok({"ready": True})
@@ -283,23 +246,23 @@ class RestApp:
             raise Unavailable(f"model '{name}' is not ready")
         return _ok({"name": name, "ready": True})
 
-    async def openapi(self, receive) -> Reply:
+    async def openapi(self, request: Request) -> Reply:
         return 200, openapi_document()
 
-    async def all_stats(self, receive) -> Reply:
+    async def all_stats(self, request: Request) -> Reply:
         return _ok(self.dataplane.statistics())
 
-    async def metrics(self, receive) -> Reply:
+    async def metrics(self, request: Request) -> Reply:
         body, content_type = self.metrics_store.exposition()
         return 200, body, [(b"content-type", content_type.encode())]
 
     # -- model repository extension ------------------------------------------------------------
-    async def repository_index(self, receive) -> Reply:
-        body = _optional_json(await read_body(receive, self.max_request_bytes))
+    async def repository_index(self, request: Request) -> Reply:
+        body = _optional_json(request.body)
         return _ok(self.dataplane.repository_index(ready_only=bool(body.get("ready"))))
 
-    async def repository_action(self, receive, name: str, action: str) -> Reply:
-        body = _optional_json(await read_body(receive, self.max_request_bytes))
+    async def repository_action(self, request: Request, name: str, action: str) -> Reply:
+        body = _optional_json(request.body)
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be an object")
@@ -308,25 +271,6 @@ class RestApp:
         else:
             await self.dataplane.unload_model(name)
         return _ok({})
-
-    # -- lifespan -------------------------------------------------------------------------------
-    async def lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    if self.on_startup:
-                        await self.on_startup()
-                except Exception as exc:  # uvicorn logs the message and exits
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.on_shutdown:
-                    await self.on_shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
 
 def _optional_json(body: bytes) -> dict:
     """Repository calls may come with no body at all."""
