@@ -141,6 +141,21 @@ def test_no_signature(server, pyfuncs):
     assert requests.get(server.url + "/v2/models/nosig", timeout=10).json()["inputs"] == []
 
 
+def test_mlserver_pd_request_with_str_column(server, pyfuncs):
+    """A request as MLServer's PandasCodec builds it: `pd`, text columns marked `str`."""
+    frame = pd.DataFrame({"text": ["hi", "héllo"], "n": [1, 3]})
+    body = {"parameters": {"content_type": "pd"}, "inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": ["hi", "héllo"],
+         "parameters": {"content_type": "str"}},
+        {"name": "n", "datatype": "INT64", "shape": [2, 1], "data": [1, 3]}]}
+    reply = requests.post(f"{server.url}/v2/models/words/infer", json=body, timeout=30)
+    outputs = {o["name"]: o for o in reply.json()["outputs"]}
+    expected = pyfuncs["words"].predict(frame)
+    assert outputs["shout"]["data"] == expected["shout"].tolist()
+    assert outputs["length"]["data"] == expected["length"].tolist()
+    assert {o["parameters"]["content_type"] for o in outputs.values()} == {"np"}
+
+
 def test_metadata_from_the_input_example_without_a_signature(server, pyfuncs):
     """Each column's datatype from the example, so clients that build inputs from metadata
     send text as BYTES and integers as INT64."""
