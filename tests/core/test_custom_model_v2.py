@@ -187,3 +187,40 @@ def test_large_fp32_request(server):
     out = infer(server, "echo", body).json()["outputs"][0]
     assert out["shape"] == [1000, 100]
     np.testing.assert_array_equal(np.asarray(out["data"], dtype=np.float32), data.ravel())
+
+
+LARGE = 20_000  # elements: the body is over the size past which numbers are read as a buffer
+
+
+@pytest.mark.parametrize("datatype,data,dtype", [
+    ("FP32", np.random.default_rng(1).random(LARGE).tolist(), np.float32),
+    ("FP64", np.random.default_rng(2).random(LARGE).tolist(), np.float64),
+    ("INT8", [-128, 127] * (LARGE // 2), np.int8),
+    ("INT64", [-(2**63), 2**63 - 1] * (LARGE // 2), np.int64),
+    ("UINT64", [0, 2**64 - 1] * (LARGE // 2), np.uint64),
+    ("FP16", [0.5, -2.0] * (LARGE // 2), np.float16),
+])
+def test_large_bodies_decode_as_small_ones(server, datatype, data, dtype):
+    nested = np.asarray(data, dtype=dtype).reshape(2, -1).tolist()
+    for sent in (data, nested):
+        body = {"id": "big", "inputs": [tensor("x", datatype, [2, LARGE // 2], sent),
+                                        tensor("label", "BYTES", [1], ["one"])]}
+        reply = infer(server, "echo", body)
+        assert reply.status_code == 200, reply.text[:300]
+        x, label = reply.json()["outputs"]
+        assert x["datatype"] == datatype and x["shape"] == [2, LARGE // 2]
+        np.testing.assert_array_equal(np.asarray(x["data"], dtype=dtype),
+                                      np.asarray(data, dtype=dtype))
+        assert label["data"] == ["one"] and reply.json()["id"] == "big"
+
+
+@pytest.mark.parametrize("datatype,data,message", [
+    ("INT8", [300] * LARGE, "does not fit INT8"),
+    ("UINT8", [-1] * LARGE, "does not fit UINT8"),
+    ("FP32", ["1.5"] * LARGE, "must be numbers"),
+    ("FP32", [1.0] * (LARGE - 1), "needs 20000"),
+])
+def test_large_bodies_get_the_same_errors(server, datatype, data, message):
+    body = {"inputs": [tensor("x", datatype, [LARGE], data)]}
+    reply = infer(server, "echo", body)
+    assert reply.status_code == 400 and message in reply.json()["error"], reply.text[:300]

@@ -18,3 +18,22 @@ def test_zero_d_arrays_are_values():
 
 def test_flat_strings_stay_flat():
     assert orjson.loads(dumps({"p": np.array(["s", "t"])})) == {"p": ["s", "t"]}
+
+
+def test_large_bodies_of_plain_numbers_are_read_as_buffers():
+    """The quick way is taken for plain numbers, and left for anything it would get wrong."""
+    import json
+
+    from modelserver.protocol import v2json
+
+    def body(data, datatype="FP32"):
+        return json.dumps({"inputs": [{"name": "x", "datatype": datatype,
+                                       "shape": [len(data)], "data": data}]}).encode()
+
+    plain = body([0.25] * 10_000)
+    assert len(plain) > v2json.LARGE_BODY
+    request = v2json._decode_large(plain)
+    assert request is not None and request.inputs[0].data.dtype == np.float32
+    assert v2json._decode_large(body(["0.25"] * 10_000)) is None
+    assert v2json._decode_large(body([1000] * 10_000, "INT8")) is None
+    assert v2json._decode_large(b"{" + plain) is None

@@ -68,6 +68,9 @@ async def main(url: str, target: str, models_url: str, models_target: str) -> di
     results["rest_binary_out_headers"] = {k.lower(): v for k, v in response_headers.items()}
     results["rest_unknown"] = await attempt(rest.infer(url, iris_request(False),
                                                       model_name="nope"))
+    # KServe's own runtimes name their outputs output-0, ...: its clients ask for them so.
+    results["rest_output_0"] = outputs(await rest.infer(url, iris_request(False, request_outputs=[
+        RequestedOutput("output-0", parameters={"binary_data": True})]), model_name="iris"))
     results["rest_identity"] = outputs(await rest.infer(
         models_url, InferRequest(model_name="identity", infer_inputs=special_inputs(),
                                  parameters={"binary_data_output": True}),
@@ -82,6 +85,8 @@ async def main(url: str, target: str, models_url: str, models_target: str) -> di
     typed = InferRequest(model_name="iris", infer_inputs=[
         InferInput("input-0", list(IRIS.shape), "FP32", data=IRIS.ravel().tolist())])
     results["grpc_typed"] = outputs(await grpc_client.infer(typed))
+    results["grpc_output_0"] = outputs(await grpc_client.infer(iris_request(
+        True, request_outputs=[RequestedOutput("output-0"), RequestedOutput("output-1")])))
     results["grpc_unknown"] = await attempt(grpc_client.infer(
         InferRequest(model_name="nope", infer_inputs=iris_request(True).inputs)))
     await grpc_client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 import signal
 import socket
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -116,6 +117,66 @@ def test_reflection_describes_the_messages(iris_server):
             "RepositoryModelUnload"} <= set(methods)
     assert request.fields_by_name["raw_input_contents"].number == 7
     assert [m.name for m in health.methods] == ["Check", "Watch"]
+
+
+@pytest.fixture(scope="module")
+def reflection_v1(tmp_path_factory):
+    """A v1 reflection client's messages and stub, compiled from reflection_v1.proto."""
+    out = tmp_path_factory.mktemp("reflection_v1")
+    shutil.copy(HERE / "reflection_v1.proto", out)
+    # In a process of its own: protoc's C++ runtime in this one may already hold other .protos.
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{out}", f"--python_out={out}",
+                    f"--grpc_python_out={out}", str(out / "reflection_v1.proto")], check=True)
+    sys.path.insert(0, str(out))
+    try:
+        import reflection_v1_pb2
+        import reflection_v1_pb2_grpc
+    finally:
+        sys.path.remove(str(out))
+    return reflection_v1_pb2, reflection_v1_pb2_grpc
+
+
+def ask_v1(target: str, reflection_v1, **request) -> list:
+    """One v1 reflection request per keyword, answered in order on one stream."""
+    messages, stubs = reflection_v1
+    with grpc.insecure_channel(target) as channel:
+        stub = stubs.ServerReflectionStub(channel)
+        requests_ = [messages.ServerReflectionRequest(**{k: v}) for k, v in request.items()]
+        return list(stub.ServerReflectionInfo(iter(requests_), timeout=5))
+
+
+def test_reflection_v1_lists_the_services(iris_server, reflection_v1):
+    (reply,) = ask_v1(iris_server.grpc_target, reflection_v1, list_services="")
+    names = {s.name for s in reply.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_reflection_v1_describes_the_messages(iris_server, reflection_v1):
+    # As grpcurl does: the file holding a symbol, then messages built from its descriptors.
+    replies = ask_v1(iris_server.grpc_target, reflection_v1,
+                     file_containing_symbol="inference.GRPCInferenceService")
+    pool = descriptor_pool.DescriptorPool()
+    for raw in replies[0].file_descriptor_response.file_descriptor_proto:
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(raw))
+    infer = pool.FindServiceByName(SERVICE).methods_by_name["ModelInfer"]
+    assert infer.input_type.full_name == "inference.ModelInferRequest"
+    assert infer.input_type.fields_by_name["raw_input_contents"].number == 7
+
+
+def test_reflection_v1_describes_itself_and_reports_unknown_symbols(iris_server, reflection_v1):
+    itself, unknown = (
+        ask_v1(iris_server.grpc_target, reflection_v1,
+               file_containing_symbol="grpc.reflection.v1.ServerReflection")[0],
+        ask_v1(iris_server.grpc_target, reflection_v1,
+               file_containing_symbol="inference.NoSuchService")[0])
+    (raw,) = itself.file_descriptor_response.file_descriptor_proto
+    proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+    method = proto.service[0].method[0]
+    assert (proto.package, proto.service[0].name, method.name, method.input_type) == (
+        "grpc.reflection.v1", "ServerReflection", "ServerReflectionInfo",
+        ".grpc.reflection.v1.ServerReflectionRequest")
+    assert unknown.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 # -- the repository rpcs -------------------------------------------------------------------------

@@ -77,6 +77,15 @@ def test_grpc_raw_and_typed_inference(results):
                                            "data": IRIS_PREDICT}, key
 
 
+def test_kserve_output_names(results):
+    # The model's first default output (predict), answered under the name KServe's runtimes use.
+    predict = {"datatype": "INT64", "shape": [2], "data": IRIS_PREDICT}
+    assert results["rest_output_0"] == {"output-0": predict}
+    assert list(results["grpc_output_0"]) == ["output-0", "output-1"]
+    assert results["grpc_output_0"]["output-0"] == predict
+    assert results["grpc_output_0"]["output-1"]["shape"] == [2, 3]
+
+
 def test_grpc_bytes_and_fp16(results):
     assert results["grpc_identity"] == results["rest_identity"]
 

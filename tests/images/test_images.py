@@ -29,7 +29,6 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest

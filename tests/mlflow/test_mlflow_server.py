@@ -15,6 +15,8 @@ import pytest
 import requests
 import yaml
 
+from binary_offsets import check_every_offset
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlflow-iris" / "model"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
@@ -365,3 +367,23 @@ def test_startup_errors_are_clean(launch, tmp_path, mlflow_models, setup, messag
     output = server.output()
     assert message in output and str(tmp_path) in output, output
     assert "Traceback" not in output
+
+
+def test_binary_tensors_at_every_offset(server):
+    statuses = check_every_offset(server.url)
+    assert statuses[("iris", "FP64")] == statuses[("named", "FP32")] == "200"
+
+
+def test_kserve_payloads(server, pyfuncs):
+    """KServe's mlflow sample: one FP32 input of shape [1] per column, `content_type: pd`;
+    and its v1 records under `inputs`, its output asked for as `output-0`."""
+    row = dict(zip(COLUMNS, ROWS[1]))
+    expected = pyfuncs["iris"].predict(pd.DataFrame([row])).tolist()
+    inputs = [{"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+              for name, value in row.items()]
+    reply = requests.post(f"{server.url}/v2/models/iris/infer", timeout=30, json={
+        "parameters": {"content_type": "pd"}, "inputs": inputs,
+        "outputs": [{"name": "output-0"}]})
+    assert reply.status_code == 200, reply.text
+    assert [(o["name"], o["data"]) for o in reply.json()["outputs"]] == [("output-0", expected)]
+    assert v1(server, "iris", {"inputs": [row]}).json() == {"predictions": expected}

@@ -13,6 +13,7 @@ import requests
 import torch
 
 import torch_test_models as models
+from binary_offsets import check_every_offset
 
 # TorchScript is deprecated since torch 2.11, and still what most deployed models are.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -297,3 +298,28 @@ def test_corrupt_archive_reports_torch_reason_without_traceback(launch, tmp_path
     assert "could not load model.pt2:" in output
     assert "We ran into an error" not in output  # torch's generic words: the cause is shown
     assert "Traceback" not in output
+
+
+def test_binary_tensors_at_every_offset(repository):
+    statuses = check_every_offset(repository.url)
+    assert statuses[("two", "FP32")] == "200"
+
+
+def test_kserve_mnist_v2_sample_shape(launch, tmp_path):
+    """KServe's PyTorch v2 sample: an `id`, one [1, 28, 28] FP32 input named `input-0` (its
+    runtimes' name for the first input), nested data; the answer named `output-0`."""
+    program = models.export_digits(tmp_path / "model.pt2")
+    server = launch("-m", "torchserver", "--model_name", "mnist", "--model_dir", str(tmp_path))
+    image = np.random.default_rng(3).random((1, 28, 28), dtype=np.float32)
+    body = {"id": "d3b15cad-50a2-4eaf-80ce-8b0a428bd298", "inputs": [
+        {"name": "input-0", "shape": [1, 28, 28], "datatype": "FP32", "data": image.tolist()}],
+        "outputs": [{"name": "output-0"}]}
+    reply = requests.post(server.url + "/v2/models/mnist/infer", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    with torch.inference_mode():
+        digit = program.module()(torch.from_numpy(image)).tolist()
+    assert reply.json()["id"] == body["id"]
+    assert [(o["name"], o["data"]) for o in reply.json()["outputs"]] == [("output-0", digit)]
+    twice = {"inputs": [body["inputs"][0], {**body["inputs"][0], "name": "images"}]}
+    again = requests.post(server.url + "/v2/models/mnist/infer", json=twice, timeout=30)
+    assert again.status_code == 400 and "got input 'images' twice" in again.json()["error"]

@@ -35,6 +35,26 @@ class Embedder(torch.nn.Module):
         return vectors.sum(dim=1), tokens.argmax(dim=1)
 
 
+class Digits(torch.nn.Module):
+    """28x28 images to a digit, as KServe's MNIST sample model takes them ([N, 28, 28])."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.linear = torch.nn.Linear(28 * 28, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.linear(images.flatten(1)).argmax(dim=1)
+
+
+def export_digits(path: Path) -> torch.export.ExportedProgram:
+    images = torch.export.Dim("images", min=1, max=64)
+    program = torch.export.export(Digits().eval(), (torch.zeros(2, 28, 28),),
+                                  dynamic_shapes={"images": {0: images}})
+    torch.export.save(program, str(path))
+    return program
+
+
 def export_two_inputs(path: Path) -> torch.export.ExportedProgram:
     rows = torch.export.Dim("rows", min=1, max=64)
     program = torch.export.export(

@@ -1,6 +1,7 @@
 """Multi-model serving: a repository folder of models, loaded and unloaded at run time."""
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -224,3 +225,20 @@ def test_single_model_server_has_no_repository(iris_server, name, action):
     assert reply.status_code == 400
     assert reply.json() == {"error": "this server has no model repository"}
     assert v1(iris_server, "iris").status_code == 200
+
+
+def test_a_runtime_that_cannot_be_imported_leaves_the_others_serving(launch, tmp_path):
+    # An installed runtime package whose module is gone: its entry point fails to load.
+    site = tmp_path / "site"
+    dist = site / "broken_runtime-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-runtime\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[modelserver.runtimes]\nbroken = no_such_runtime:Model\n")
+    models = tmp_path / "models"
+    (models / "iris").mkdir(parents=True)
+    shutil.copy(IRIS, models / "iris" / "model.joblib")
+    path = f"{site}:{os.environ.get('PYTHONPATH', '')}"
+    server = launch("-m", "modelserver", "--model_dir", str(models), env={"PYTHONPATH": path})
+    assert v1(server, "iris").json() == {"predictions": [1]}
+    assert "runtime 'broken' (no_such_runtime:Model) cannot be imported" in server.output()

@@ -1,6 +1,7 @@
 """The scikit-learn runtime over v1 and v2 REST, against the estimator called directly."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joblib
@@ -8,9 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import tritonclient.http as httpclient
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_iris
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from binary_offsets import check_every_offset
 
 REPO = Path(__file__).resolve().parents[2]
 IRIS = REPO / "examples" / "sklearn-iris"
@@ -37,6 +46,23 @@ def test_v1_liveness_list_and_readiness(iris_server):
         "name": "iris", "ready": True}
     missing = requests.get(iris_server.url + "/v1/models/rose")
     assert missing.status_code == 404 and missing.json() == {"error": "model 'rose' not found"}
+
+
+def test_tensorflow_serving_paths_on_another_runtime(iris_server):
+    # Versions and labels in the URL name the one version served; TF Serving's metadata and
+    # its :classify and :regress belong to TensorFlow models.
+    url = iris_server.url + "/v1/models/iris"
+    for path in ("/versions/1:predict", "/labels/stable:predict"):
+        reply = requests.post(url + path, json={"instances": ROWS[:1]}, timeout=10)
+        assert reply.json() == {"predictions": [1]}
+    assert requests.get(url + "/versions/1", timeout=10).json() == {"name": "iris", "ready": True}
+    for method, path, message in [
+            ("POST", "/versions/2:predict", "model 'iris' version '2' not found"),
+            ("GET", "/metadata", "model 'iris' has no v1 metadata; its metadata is at "
+                                 "/v2/models/iris"),
+            ("POST", ":classify", "model 'iris' answers :predict, not :classify")]:
+        reply = requests.request(method, url + path, json={"examples": [{"x": 1}]}, timeout=10)
+        assert reply.status_code == 404 and reply.json() == {"error": message}
 
 
 def test_v1_instances_match_the_estimator(iris_server, estimator):
@@ -96,6 +122,7 @@ def test_wrong_feature_count_is_400(iris_server, rows):
         ({"instances": [1, 2, 3, 4]}, "expects a 2-D [rows, 4] input, got shape [4]"),
         ({"instances": [["a", "b", "c", "d"]]}, "cannot use this input"),
         ({"instances": [{}]}, "need at least one key"),  # found by schemathesis
+        ({"instances": [{"a": {}}]}, "the instances hold no rows"),  # and this one too
     ],
 )
 def test_v1_bad_input_is_400(iris_server, body, message):
@@ -116,6 +143,13 @@ def test_predict_proba_env_switches_v1(launch, estimator):
                     env={"PREDICT_PROBA": "true"})
     predictions = v1(server, "iris", {"instances": ROWS}).json()["predictions"]
     np.testing.assert_allclose(predictions, estimator.predict_proba(np.array(ROWS)))
+    # As KServe's sklearnserver: its v2 output-0 is then the probabilities too.
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [3, 4], "data": ROWS}],
+            "outputs": [{"name": "output-0"}]}
+    (output,) = v2(server, "iris", body).json()["outputs"]
+    assert output["name"] == "output-0" and output["shape"] == [3, 3]
+    np.testing.assert_allclose(np.reshape(output["data"], (3, 3)),
+                               estimator.predict_proba(np.array(ROWS)))
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +297,143 @@ def test_settings_inputs_naming_no_feature_leave_the_model_unavailable(launch, h
         time.sleep(0.2)
     assert index[0]["state"] == "UNAVAILABLE"
     assert "'inputs' names 'size', which model 'houses' does not take" in index[0]["reason"]
+
+
+# -- clients and payloads written for KServe ----------------------------------------------------
+KSERVE_IRIS = ["sepal_length_(cm)", "sepal_width_(cm)", "petal_length_(cm)", "petal_width_(cm)"]
+HOUSES = pd.DataFrame({
+    "zoning": ["RL", "RM", "RL", "FV", "RM", "RL"],
+    "lot_area": [8450, 9600, 11250, 9550, 14260, 6120],
+    "lot_shape": ["Reg", "Reg", "IR1", "IR1", "Reg", "IR2"],
+    "year_sold": [2008, 2007, 2008, 2006, 2008, 2009],
+    "quality": [7, 6, 7, 7, 8, 5]})
+PRICES = [208500, 181500, 223500, 140000, 250000, 129900]
+DOCUMENTS = ["the rocket reached orbit", "a new graphics card driver", "orbit of the moon",
+             "install the video driver"]
+
+
+@pytest.fixture(scope="module")
+def kserve_models(tmp_path_factory):
+    """Models like those KServe's sklearn and lightgbm samples are sent to: iris fit on a
+    DataFrame with KServe's column names (NaN-aware), a pipeline over string and integer
+    columns, and a text pipeline; and the example."""
+    root = tmp_path_factory.mktemp("kserve-models")
+    features, labels = load_iris(return_X_y=True)
+    frame = pd.DataFrame(features, columns=KSERVE_IRIS)
+    made = {
+        "iris": joblib.load(IRIS / "model.joblib"),
+        "iris_frame": HistGradientBoostingClassifier(max_iter=20).fit(frame, labels),
+        "houses": make_pipeline(
+            make_column_transformer((OneHotEncoder(handle_unknown="ignore"),
+                                     ["zoning", "lot_shape"]), remainder="passthrough"),
+            LinearRegression()).fit(HOUSES, PRICES),
+        "news": make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(DOCUMENTS, [14, 1, 14, 1]),
+    }
+    for name, model in made.items():
+        (root / name).mkdir()
+        joblib.dump(model, root / name / "model.joblib")
+    return root, made
+
+
+@pytest.fixture(scope="module")
+def kserve_server(launch, kserve_models):
+    return launch("-m", "sklearnserver", "--model_dir", str(kserve_models[0]))
+
+
+def test_binary_tensors_at_every_offset(kserve_server):
+    statuses = check_every_offset(kserve_server.url, ["iris", "iris_frame"])
+    assert statuses[("iris", "FP64")] == statuses[("iris_frame", "FP16")] == "200"
+
+
+def test_kserve_output_names(kserve_server, estimator):
+    """KServe's runtimes answer `output-0`; its payloads ask for it, in JSON or binary."""
+    rows = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
+    tensor = {"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": rows}
+    json_reply = v2(kserve_server, "iris", {"inputs": [tensor], "outputs": [{"name": "output-0"}]})
+    assert json_reply.status_code == 200, json_reply.text
+    assert json_reply.json()["outputs"] == [
+        {"name": "output-0", "datatype": "INT64", "shape": [2], "data": [1, 1]}]
+    client = httpclient.InferenceServerClient(kserve_server.url.removeprefix("http://"))
+    inputs = [httpclient.InferInput("input-0", [2, 4], "FP32")]
+    inputs[0].set_data_from_numpy(np.array(rows, dtype=np.float32))
+    wanted = [httpclient.InferRequestedOutput(name, binary_data=True)
+              for name in ("output-1", "output-0", "predict")]
+    result = client.infer("iris", inputs, outputs=wanted)
+    assert [o["name"] for o in result.get_response()["outputs"]] == [
+        "output-1", "output-0", "predict"]
+    np.testing.assert_allclose(result.as_numpy("output-1"),
+                               estimator.predict_proba(np.array(rows, dtype=np.float32)))
+    assert result.as_numpy("output-0").tolist() == result.as_numpy("predict").tolist() == [1, 1]
+    beyond = v2(kserve_server, "iris", {"inputs": [tensor], "outputs": [{"name": "output-2"}]})
+    assert beyond.status_code == 400
+    assert "has no output 'output-2'; it has predict, predict_proba" in beyond.json()["error"]
+
+
+def test_kserve_output_names_in_merged_batches(kserve_server):
+    # Concurrent requests share one call of the model: each keeps the names it asked for.
+    tensor = {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [ROWS[0]]}
+
+    def ask(name):
+        body = {"inputs": [tensor], "outputs": [{"name": name}]}
+        return [o["name"] for o in v2(kserve_server, "iris", body).json()["outputs"]]
+
+    names = ["output-0", "predict", "output-1", "predict_proba"] * 8
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, names)) == [[name] for name in names]
+
+
+def _kserve_frame(instances: list) -> pd.DataFrame:
+    """The DataFrame KServe's runtimes predict on for these v1 instances."""
+    return pd.concat([pd.DataFrame(instance) for instance in instances]).reindex(
+        columns=KSERVE_IRIS)
+
+
+@pytest.mark.parametrize("instance", [
+    {"sepal_length_(cm)": [5.1], "sepal_width_(cm)": [3.5], "petal_length_(cm)": [1.4],
+     "petal_width_(cm)": [0.2]},
+    [{"sepal_length_(cm)": 5.1, "sepal_width_(cm)": 3.5, "petal_length_(cm)": 1.4,
+      "petal_width_(cm)": 0.2}, {"sepal_length_(cm)": 6.7, "sepal_width_(cm)": 3.0,
+                                 "petal_length_(cm)": 5.2, "petal_width_(cm)": 2.3}],
+    [{"sepal_length_(cm)": 5.1}, {"sepal_width_(cm)": 3.5}, {"petal_length_(cm)": 1.4},
+     {"petal_width_(cm)": 0.2}],
+    {"sepal_length_(cm)": {"0": 5.1}, "sepal_width_(cm)": {"0": 3.5},
+     "petal_length_(cm)": {"0": 1.4}, "petal_width_(cm)": {"0": 0.2}},
+], ids=["column-lists", "records", "one-key-records", "index-objects"])
+@pytest.mark.parametrize("key", ["inputs", "instances"])
+def test_kserve_v1_shapes_of_records(kserve_server, kserve_models, instance, key):
+    """KServe reads `inputs` as `instances`, each instance as pandas reads it."""
+    expected = kserve_models[1]["iris_frame"].predict(_kserve_frame([instance, instance]))
+    reply = v1(kserve_server, "iris_frame", {key: [instance, instance]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["predictions"] == expected.tolist()
+
+
+@pytest.mark.parametrize("key", ["inputs", "instances"])
+def test_kserve_v1_records_without_a_feature_are_400(kserve_server, key):
+    # KServe's scikit-learn runtime refuses them too; its lightgbm runtime fills the feature in.
+    instance = [{"sepal_length_(cm)": 5.1}, {"sepal_width_(cm)": 3.5}, {"petal_length_(cm)": 1.4}]
+    reply = v1(kserve_server, "iris_frame", {key: [instance]})
+    assert reply.status_code == 400
+    assert "missing petal_width_(cm)" in reply.json()["error"]
+
+
+def test_kserve_mixed_types_over_v1_and_v2(kserve_server, kserve_models):
+    row = HOUSES.to_dict(orient="records")[2]
+    expected = kserve_models[1]["houses"].predict(HOUSES.iloc[[2]]).tolist()
+    instance = {name: [value] for name, value in row.items()}
+    assert v1(kserve_server, "houses", {"instances": [instance]}).json()["predictions"] == expected
+    assert v1(kserve_server, "houses", {"inputs": [instance]}).json()["predictions"] == expected
+    inputs = [{"name": name, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "INT32",
+               "data": [v]} for name, v in row.items()]
+    reply = v2(kserve_server, "houses", {"parameters": {"content_type": "pd"}, "inputs": inputs})
+    np.testing.assert_allclose(reply.json()["outputs"][0]["data"], expected)
+
+
+def test_kserve_text_inputs(kserve_server, kserve_models):
+    documents = ["the moon and its orbit", "update the graphics driver"]
+    expected = kserve_models[1]["news"].predict(documents).tolist()
+    assert v1(kserve_server, "news", {"inputs": documents}).json() == {"predictions": expected}
+    assert v1(kserve_server, "news", {"instances": documents}).json() == {"predictions": expected}
+    # With both, KServe reads `inputs`.
+    both = {"inputs": documents, "instances": documents[:1]}
+    assert v1(kserve_server, "news", both).json() == {"predictions": expected}

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import tf_test_models as models
+from binary_offsets import check_every_offset
 
 tf = models.tf
 # Keras' own call into numpy while saving, under numpy 2.
@@ -133,6 +134,20 @@ def test_v1_columnar_format_answers_outputs(server, direct):
         outputs = v1(server, "tfm", body).json()["outputs"]
         assert outputs["label"] == want["label"].tolist()
         np.testing.assert_allclose(outputs["scores"], want["scores"], rtol=1e-6)
+
+
+def test_v1_records_under_inputs_are_rows(server, direct):
+    # KServe's other name for `instances`: a list of objects, which TF Serving's columnar
+    # format cannot mean (its tensors hold no objects but {"b64": ...} strings).
+    want = direct(x=np.array(ROWS, np.float32))
+    records = {"inputs": [{"x": row} for row in ROWS]}
+    predictions = v1(server, "tfm", records).json()["predictions"]
+    assert [p["label"] for p in predictions] == want["label"].tolist()
+    np.testing.assert_allclose([p["scores"] for p in predictions], want["scores"], rtol=1e-6)
+    # b64 strings are still a columnar tensor.
+    encoded = base64.b64encode(b"ab").decode()
+    columns = v1(server, "tfm", {"signature_name": "text", "inputs": [{"b64": encoded}]}).json()
+    assert columns["outputs"]["length"] == [2]
 
 
 def test_v1_single_output_signature_is_not_wrapped(server, direct):
@@ -309,3 +324,8 @@ def test_keras_file_from_a_newer_keras_is_unavailable_with_the_reason(repository
     assert "could not load model.keras" in reason
     assert "it was saved with Keras 9.0.0; this server has Keras" in reason
     assert {index[n]["state"] for n in ("keras", "legacy", "iris")} == {"READY"}
+
+
+def test_binary_tensors_at_every_offset(repository):
+    statuses = check_every_offset(repository.url)
+    assert statuses[("iris", "FP32")] == statuses[("keras", "FP64")] == "200"

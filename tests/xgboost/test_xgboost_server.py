@@ -14,8 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import tritonclient.http as httpclient
 import xgboost as xgb
 from sklearn.datasets import load_iris
+
+from binary_offsets import check_every_offset
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "xgboost-iris"
@@ -364,3 +367,49 @@ def test_mlserver_pd_request_to_a_plain_array_model(server, models):
     np.testing.assert_allclose(np.reshape(out["data"], out["shape"]),
                                booster_predict(booster, ROWS), rtol=1e-6)
     assert out["parameters"] == {"content_type": "np"}
+
+
+def test_binary_tensors_at_every_offset(server):
+    # XGBoost refuses a misaligned buffer: the runtime copies the input when it is one.
+    statuses = check_every_offset(server.url)
+    assert statuses[("iris_json", "FP32")] == statuses[("categorical", "FP64")] == "200"
+
+
+def test_kserve_v2_payloads(server, models):
+    """KServe's xgboost samples: nested data, `output-0` in JSON and binary, every output in
+    binary; KServe's xgbserver names the booster's prediction `output-0`."""
+    rows = ROWS[:2]
+    expected = booster_predict(models[1]["softmax"], rows)
+    tensor_ = {"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": rows}
+    plain = requests.post(f"{server.url}/v2/models/softmax/infer", timeout=10, json={
+        "inputs": [tensor_], "outputs": [{"name": "output-0"}]})
+    assert plain.status_code == 200, plain.text
+    (output,) = plain.json()["outputs"]
+    assert output["name"] == "output-0" and output["data"] == expected.tolist()
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    inputs = [httpclient.InferInput("input-0", [2, 4], "FP32")]
+    inputs[0].set_data_from_numpy(np.array(rows, dtype=np.float32), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput("output-0", binary_data=True)]
+    binary = client.infer("softmax", inputs, outputs=wanted)
+    assert binary.as_numpy("output-0").tolist() == expected.tolist()
+    every = client.infer("softmax", inputs)  # binary_data_output: true
+    assert every.as_numpy("predict").tolist() == expected.tolist()
+
+
+def test_kserve_v1_records_under_inputs(server, models):
+    frame = pd.DataFrame(ROWS, columns=FEATURES)
+    expected = models[1]["regressor"].predict(frame)
+    records = frame.to_dict(orient="records")
+    for body in ({"inputs": records}, {"inputs": [records]},
+                 {"inputs": [{name: [value] for name, value in row.items()} for row in records]}):
+        reply = v1(server, "regressor", body)
+        assert reply.status_code == 200, (body, reply.text)
+        np.testing.assert_allclose(reply.json()["predictions"], expected, rtol=1e-6)
+    # A feature some records lack is missing for them (NaN), which XGBoost takes.
+    partial = [dict(records[0]), records[1]]
+    del partial[0]["petal_width"]
+    sparse = v1(server, "regressor", {"inputs": [partial]})
+    holes = pd.DataFrame(partial, columns=FEATURES)
+    assert np.isnan(holes["petal_width"][0])
+    np.testing.assert_allclose(sparse.json()["predictions"],
+                               models[1]["regressor"].predict(holes), rtol=1e-6)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .datatypes import TO_NUMPY
-from .errors import InvalidInput, ServingError
+from .errors import InvalidInput, NotFound, ServingError
 from .protocol import v1
 from .settings import ModelSettings
-from .types import InferRequest, InferResponse, Reply, Tensor, TensorSpec
+from .types import (InferRequest, InferResponse, Reply, RequestedOutput, Tensor, TensorSpec,
+                    kserve_index)
 
 
 class Model:
@@ -87,16 +88,47 @@ class Model:
         return response
 
     # -- v1 (KServe) protocol -------------------------------------------------------------------
-    def decode_v1(self, body: Any) -> InferRequest:
-        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest."""
+    def decode_v1(self, body: Any, verb: str = "predict") -> InferRequest:
+        """`{"instances": rows}` or `{"inputs": tensor-or-columns}` as an InferRequest. `verb`
+        is the path's (`:predict`, or another a dialect has, as TF Serving's `:classify`)."""
+        if verb != "predict":
+            raise NotFound(f"model '{self.name}' answers :predict, not :{verb}")
         return v1.decode(body, self.inputs(), self.settings.outputs)
 
-    def encode_v1(self, response: InferResponse, body: Any) -> dict:
+    def encode_v1(self, response: InferResponse, body: Any, verb: str = "predict") -> dict:
         """The v1 answer; `body` is the request decode_v1 got, for dialects whose answer takes
         the request's form."""
         return v1.encode(response)
 
+    def v1_status(self) -> dict:
+        """What `GET /v1/models/{name}` answers besides KServe's name and readiness, in a v1
+        dialect that says more (TF Serving's model_version_status)."""
+        return {}
+
+    def v1_metadata(self) -> dict:
+        """`GET /v1/models/{name}/metadata`, in a v1 dialect that has it (TF Serving's)."""
+        raise NotFound(f"model '{self.name}' has no v1 metadata; its metadata is at "
+                       f"/v2/models/{self.name}")
+
     # -- shared by the data plane ---------------------------------------------------------------
+    def name_outputs(self, request: InferRequest) -> None:
+        """KServe's runtimes name their outputs `output-0`, `output-1`, ... and its clients ask
+        for them by those names: a requested `output-N` that this model has no output of that
+        name is its N-th default output (the v1 outputs from the settings, then the rest it
+        declares), computed under its own name and answered under the requested one."""
+        for want in request.outputs:  # a loop, not any(): most requests pass straight through
+            if want.name.startswith(KSERVE_OUTPUT):
+                break
+        else:
+            return
+        declared = [spec.name for spec in self.outputs()]
+        defaults = [*(self.settings.outputs or ()), *declared]
+        defaults = list(dict.fromkeys(defaults))  # in order, once each
+        for want in request.outputs:
+            index = kserve_index(want.name, KSERVE_OUTPUT)
+            if index is not None and want.name not in declared and index < len(defaults):
+                want.name, want.answer_as = defaults[index], want.name
+
     def make_response(self, result: Any, request: InferRequest) -> InferResponse:
         """Normalise predict's result and keep only the outputs the request asked for."""
         if isinstance(result, InferResponse):
@@ -168,15 +200,25 @@ def _zeros(spec: TensorSpec) -> np.ndarray:
     return np.zeros(shape, dtype=TO_NUMPY.get(spec.datatype, np.dtype(np.float32)))
 
 
-def _select(outputs: list[Tensor], requested: list, model: str) -> list[Tensor]:
+KSERVE_OUTPUT = "output-"
+
+
+def _select(outputs: list[Tensor], requested: list[RequestedOutput], model: str) -> list[Tensor]:
     by_name = {t.name: t for t in outputs}
     selected = []
     for want in requested:
-        tensor = by_name.get(want.name)
+        # By the name answered under when it has been renamed already (a merged batch's outputs
+        # are selected once for the batch and again for each request in it).
+        tensor = by_name.get(want.name) or by_name.get(want.answer_as)
         if tensor is None:
-            raise InvalidInput(
-                f"model '{model}' has no output '{want.name}'; it has {', '.join(by_name) or 'none'}"
-            )
+            index = kserve_index(want.name, KSERVE_OUTPUT)
+            if index is not None and index < len(outputs):  # a model that declares no outputs
+                tensor = replace(outputs[index], name=want.name)
+            else:
+                raise InvalidInput(f"model '{model}' has no output '{want.name}'; it has "
+                                   f"{', '.join(by_name) or 'none'}")
+        if want.answer_as is not None and tensor.name != want.answer_as:
+            tensor = replace(tensor, name=want.answer_as)
         if want.parameters:
             tensor.parameters = {**(tensor.parameters or {}), **want.parameters}
         selected.append(tensor)

@@ -40,10 +40,22 @@ class Tensor:
         return cls(name, from_numpy(array.dtype), list(array.shape), array, parameters)
 
 
+def kserve_index(name: str, prefix: str) -> int | None:
+    """N of KServe's tensor names, `input-N` and `output-N` (`prefix` "input-" or "output-"),
+    which its runtimes use and its clients send; None for other names."""
+    digits = name[len(prefix):]
+    if name.startswith(prefix) and digits.isdigit() and digits.isascii():
+        return int(digits)
+    return None
+
+
 @dataclass(slots=True)
 class RequestedOutput:
     name: str
     parameters: dict[str, Any] | None = None
+    # The name the answer carries when the request named the output otherwise (KServe's
+    # `output-N`, see Model.name_outputs).
+    answer_as: str | None = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.datatypes import from_numpy
 from modelserver.runtime.files import find_model_file
-from modelserver.runtime.tabular import Features
+from modelserver.runtime.tabular import Features, as_text
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class SKLearnModel(Model):
     def features_of(self, request: InferRequest) -> Any:
         """A plain array for a model fit on one; a DataFrame with the columns' names for a model
         fit on a DataFrame (and for columns sent to a model without names)."""
+        if self.features.width is None and len(request.inputs) == 1:
+            rows = as_text(request.inputs[0].data)
+            if rows.ndim == 1 and rows.dtype.kind in "OUS":
+                return rows  # a text pipeline (a vectorizer first) takes one document per row
         data = self.features.read(request)
         if type(data) is np.ndarray and self.features.names is None:
             return data

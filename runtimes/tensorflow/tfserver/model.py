@@ -74,6 +74,9 @@ class TFModel(Model):
         self.model_dir = model_dir
         self.signatures: dict[str, Signature] = {}
         self.default: Signature | None = None
+        # The SignatureDefs as saved, by name: TF Serving's metadata, and their method names
+        # (predict, classify, regress).
+        self.signature_defs: dict[str, Any] = {}
         self._loaded: Any = None  # keeps the SavedModel's variables alive
         self._lock: threading.Lock | None = None
 
@@ -92,9 +95,10 @@ class TFModel(Model):
             self.version = found.version
         if found.kind == "keras":
             self.platform = "tensorflow_keras"
-            loaded = _load_keras(tf, found.path)
+            loaded, self.signature_defs = _load_keras(tf, found.path)
         else:
             loaded = _load_saved_model(tf, found.path)
+            self.signature_defs = _signature_defs(found.path)
         self.signatures = _signatures(tf, loaded, found.path)
         self.default = self.signatures[_default_signature(self.signatures, found.path)]
         self._loaded = loaded
@@ -112,6 +116,7 @@ class TFModel(Model):
     def unload(self) -> None:
         super().unload()
         self.signatures, self.default, self._loaded = {}, None, None
+        self.signature_defs = {}
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
@@ -149,21 +154,48 @@ class TFModel(Model):
             raise
         return {spec.name: _numpy(result[spec.name]) for spec in signature.outputs}
 
-    # -- v1: TensorFlow Serving's REST formats --------------------------------------------------
-    def decode_v1(self, body: Any) -> InferRequest:
+    # -- v1: TensorFlow Serving's REST API ------------------------------------------------------
+    def decode_v1(self, body: Any, verb: str = "predict") -> InferRequest:
         if not isinstance(body, dict):
-            raise InvalidInput("a request must be a JSON object with 'instances' or 'inputs'")
+            raise InvalidInput("a request must be a JSON object")
         signature = self.signature(body.get("signature_name"))
         what = f"signature '{signature.name}' of model '{self.name}'"
-        inputs = tfserving.decode(body, signature.inputs, what)
+        if verb == "predict":
+            inputs = tfserving.decode(body, signature.inputs, what)
+            wanted = self.settings.outputs
+        else:  # classify, regress: tf.Example protos into the signature's one string input
+            self._check_method(signature, verb)
+            inputs = [tfserving.examples(body, signature.inputs[0].name)]
+            wanted = None
         # Only another signature needs saying: requests with parameters are never batched.
         params = None if signature is self.default else {"signature_name": signature.name}
-        wanted = self.settings.outputs
         outputs = None if wanted is None else [RequestedOutput(n) for n in wanted]
         return InferRequest(inputs=inputs, outputs=outputs, parameters=params)
 
-    def encode_v1(self, response, body: Any) -> dict:
-        return tfserving.encode(response.outputs, columnar="instances" not in body)
+    def encode_v1(self, response, body: Any, verb: str = "predict") -> dict:
+        if verb == "classify":
+            return tfserving.classifications(response.outputs)
+        if verb == "regress":
+            return tfserving.regressions(response.outputs)
+        return tfserving.encode(response.outputs, columnar=not tfserving.row_format(body))
+
+    def _check_method(self, signature: Signature, verb: str) -> None:
+        """:classify and :regress take signatures saved for them, as TF Serving's do."""
+        saved = self.signature_defs.get(signature.name)
+        method = saved.method_name if saved is not None else ""
+        if method != tfserving.METHODS[verb] or len(signature.inputs) != 1:
+            raise InvalidInput(
+                f"signature '{signature.name}' of model '{self.name}' is not a {verb} signature "
+                f"(its method is {method or 'unknown'!r}); name one with 'signature_name'"
+                + _listing(self.signature_defs, tfserving.METHODS[verb]))
+
+    def v1_status(self) -> dict:
+        """TF Serving's model status beside KServe's: the one version served, available."""
+        return {"model_version_status": [{"version": self.version, "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def v1_metadata(self) -> dict:
+        return tfserving.metadata(self.name, self.version, self.signature_defs)
 
 
 # -- finding the model --------------------------------------------------------------------------
@@ -236,6 +268,31 @@ def import_tensorflow(settings):
     return tf
 
 
+def _listing(defs: dict[str, Any], method: str) -> str:
+    names = [name for name, saved in defs.items() if saved.method_name == method]
+    return f" ({', '.join(names)})" if names else "; the model has none"
+
+
+def _read_saved_model(path: Path):
+    """The SavedModel protocol buffer in `path` (saved_model.pb or .pbtxt)."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    if (path / "saved_model.pb").is_file():
+        saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    else:
+        text_format.Parse((path / "saved_model.pbtxt").read_text(), saved)
+    return saved
+
+
+def _signature_defs(path: Path) -> dict[str, Any]:
+    """The SignatureDefs of the graph TensorFlow serves (tagged `serve`), by name."""
+    graphs = _read_saved_model(path).meta_graphs
+    serving = [g for g in graphs if "serve" in g.meta_info_def.tags] or graphs[:1]
+    return dict(serving[0].signature_def) if serving else {}
+
+
 def _load_saved_model(tf, path: Path):
     try:
         return tf.saved_model.load(str(path))
@@ -247,15 +304,7 @@ def _load_saved_model(tf, path: Path):
 def _saved_with(tf, path: Path) -> str:
     """Which TensorFlow wrote the SavedModel, when that is not this one."""
     try:
-        from google.protobuf import text_format
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        saved = saved_model_pb2.SavedModel()
-        if (path / "saved_model.pb").is_file():
-            saved.ParseFromString((path / "saved_model.pb").read_bytes())
-        else:
-            text_format.Parse((path / "saved_model.pbtxt").read_text(), saved)
-        version = saved.meta_graphs[0].meta_info_def.tensorflow_version
+        version = _read_saved_model(path).meta_graphs[0].meta_info_def.tensorflow_version
     except Exception:
         return ""
     if not version or version == tf.__version__:
@@ -291,7 +340,7 @@ def _load_keras(tf, path: Path):
         finally:
             quiet.setLevel(level)
         del model
-        return tf.saved_model.load(folder)
+        return tf.saved_model.load(folder), _signature_defs(Path(folder))
 
 
 def _keras_saved_with(keras, path: Path) -> str:

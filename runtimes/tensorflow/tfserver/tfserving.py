@@ -4,11 +4,18 @@ Serving itself) speaks them on `/v1/models/<name>:predict`.
 Request: `{"signature_name": ..., "instances": [...]}` (row format: one entry per example, an
 object keyed by input name when the signature has several inputs) or `{"inputs": ...}`
 (columnar: the tensor itself, or an object of tensors by input name). String values are JSON
-strings, or `{"b64": "<base64>"}` for binary data.
+strings, or `{"b64": "<base64>"}` for binary data. A list of objects under `inputs`, which is no
+tensor, is KServe's other name for `instances`: rows, answered as rows.
 
 Response: `{"predictions": ...}` to the row format (one entry per example, an object keyed by
 output name when the signature has several outputs) and `{"outputs": ...}` to the columnar one.
-String outputs whose name ends in `_bytes` come back as `{"b64": ...}`, others as text."""
+String outputs whose name ends in `_bytes` come back as `{"b64": ...}`, others as text.
+
+`:classify` and `:regress` take `{"signature_name": ..., "context": {...}, "examples": [...]}`,
+each example an object of features (a value or a list of values: integers, floats, strings or
+`{"b64": ...}`), made into `tf.train.Example` protos for a signature saved for that method, and
+answer `{"results": ...}`: per example, `[label, score]` pairs (classify) or one value (regress).
+`GET .../metadata` answers the SavedModel's SignatureDefs as TF Serving does."""
 
 from __future__ import annotations
 
@@ -34,7 +41,22 @@ def decode(body: dict, inputs: list[Spec], what: str) -> list[Tensor]:
                            "(columnar format)")
     if has_rows:
         return _decode_rows(body["instances"], inputs, what)
+    if _are_records(body["inputs"]):
+        return _decode_rows(body["inputs"], inputs, what)
     return _decode_columns(body["inputs"], inputs, what)
+
+
+def row_format(body: dict) -> bool:
+    """Whether the request is in the row format, and so its answer: `instances`, or KServe's
+    records under `inputs`."""
+    return "instances" in body or _are_records(body.get("inputs"))
+
+
+def _are_records(columns: Any) -> bool:
+    """A list of JSON objects under `inputs` (other than `{"b64": ...}` strings), which TF Serving
+    refuses as a tensor: KServe's other name for `instances`, read as rows."""
+    return (isinstance(columns, list) and bool(columns) and isinstance(columns[0], dict)
+            and not is_b64(columns[0]))
 
 
 def _decode_rows(instances: Any, specs: list[Spec], what: str) -> list[Tensor]:
@@ -159,3 +181,99 @@ def _text(value: Any, binary: bool) -> Any:
         except UnicodeDecodeError:  # not text after all: send it intact rather than mangled
             pass
     return {"b64": base64.b64encode(value).decode()}
+
+
+# -- classify and regress -----------------------------------------------------------------------
+METHODS = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+
+
+def examples(body: dict, name: str) -> Tensor:
+    """The request's examples as serialized `tf.train.Example` protos, a BYTES tensor named
+    `name`. Context features go into every example, as TF Serving merges them."""
+    listed = body.get("examples")
+    if not isinstance(listed, list) or not listed:
+        raise InvalidInput("'examples' must be a non-empty list of objects of features")
+    context = body.get("context")
+    shared = b"" if context is None else _example(context, "'context'").SerializeToString()
+    serialized = [shared + _example(item, f"example {i}").SerializeToString()
+                  for i, item in enumerate(listed)]
+    array = np.empty(len(serialized), dtype=object)
+    array[:] = serialized
+    return Tensor.from_numpy(name, array)
+
+
+def _example(features: Any, where: str):
+    from tensorflow.core.example import example_pb2
+
+    if not isinstance(features, dict):
+        raise InvalidInput(f"{where} must be an object of features")
+    example = example_pb2.Example()
+    for name, value in features.items():
+        _fill(example.features.feature[name], value if isinstance(value, list) else [value],
+              f"feature '{name}' of {where}")
+    return example
+
+
+def _fill(feature, values: list, where: str) -> None:
+    """One kind per feature, decided by its values as TF Serving does: JSON integers and
+    booleans are int64, other numbers float, strings and `{"b64": ...}` bytes."""
+    kinds = {_kind(value, where) for value in values}
+    if len(kinds) > 1:
+        raise InvalidInput(f"{where} mixes {' and '.join(sorted(kinds))} values")
+    kind = kinds.pop() if kinds else "float_list"
+    if kind == "bytes_list":
+        feature.bytes_list.value.extend(_bytes_of(v, where) for v in values)
+    elif kind == "int64_list":
+        if any(not -2**63 <= v < 2**63 for v in values):
+            raise InvalidInput(f"{where} has an integer out of int64's range")
+        feature.int64_list.value.extend(int(v) for v in values)
+    else:
+        feature.float_list.value.extend(values)
+
+
+def _kind(value: Any, where: str) -> str:
+    if isinstance(value, bool | int):
+        return "int64_list"
+    if isinstance(value, float):
+        return "float_list"
+    if isinstance(value, str) or is_b64(value):
+        return "bytes_list"
+    raise InvalidInput(f"{where} takes numbers, strings or {{\"b64\": ...}} objects, or a list "
+                       f"of them; got {type(value).__name__}")
+
+
+def classifications(outputs: list[Tensor]) -> dict:
+    """`{"results": [[[label, score], ...], ...]}` from a classify signature's `classes` and
+    `scores` (either may be missing: an empty label, or no score, as in TF Serving)."""
+    by_name = {t.name: t.data for t in outputs}
+    classes, scores = by_name.get("classes"), by_name.get("scores")
+    if classes is None and scores is None:
+        raise InvalidInput("the classify signature answers neither 'classes' nor 'scores'")
+    given = scores if scores is not None else classes
+    shape = (given.shape[0] if given.ndim else 1, -1)  # [examples, classes]
+    labels = (np.full(given.shape, "", dtype=object) if classes is None else classes).reshape(shape)
+    values = (np.zeros(given.shape) if scores is None else scores).reshape(shape)
+    return {"results": [[[_text(label, False), float(score)] for label, score in zip(*pair)]
+                        for pair in zip(labels.tolist(), values.tolist())]}
+
+
+def regressions(outputs: list[Tensor]) -> dict:
+    """`{"results": [value, ...]}`, one value per example, from a regress signature."""
+    by_name = {t.name: t.data for t in outputs}
+    values = by_name.get("outputs")
+    if values is None or values.size != len(values):
+        raise InvalidInput("the regress signature must answer 'outputs', one value per example")
+    return {"results": values.reshape(-1).astype(float).tolist()}
+
+
+# -- metadata -----------------------------------------------------------------------------------
+def metadata(name: str, version: str, signature_defs: dict) -> dict:
+    """TF Serving's GetModelMetadataResponse as JSON: the model's SignatureDefs, field names as
+    in the protocol buffers, defaults written out."""
+    from google.protobuf import json_format
+
+    defs = {key: json_format.MessageToDict(value, preserving_proto_field_name=True,
+                                           always_print_fields_with_no_presence=True)
+            for key, value in signature_defs.items()}
+    return {"model_spec": {"name": name, "signature_name": "", "version": version},
+            "metadata": {"signature_def": {"signature_def": defs}}}

@@ -76,7 +76,7 @@ def batch_key(request: InferRequest) -> tuple[Any, int] | None:
     outputs = request.outputs
     if rows is None or (outputs is not None and any(o.parameters for o in outputs)):
         return None
-    names = None if outputs is None else tuple(o.name for o in outputs)
+    names = None if outputs is None else tuple((o.name, o.answer_as) for o in outputs)
     return (tuple(parts), names), rows
 
 

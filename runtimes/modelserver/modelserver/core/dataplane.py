@@ -84,6 +84,18 @@ class DataPlane:
             "outputs": [spec.as_dict() for spec in model.outputs()],
         }
 
+    def v1_model(self, name: str, version: str | None = None) -> dict:
+        """`GET /v1/models/{name}`: KServe's name and readiness, and what the model's v1 dialect
+        adds (TensorFlow Serving's model_version_status); 503 while it is not ready."""
+        model = self.repository.get(name, version).model
+        if not model.ready:
+            raise Unavailable(f"model '{name}' is not ready")
+        return {"name": name, "ready": True, **model.v1_status()}
+
+    def v1_metadata(self, name: str, version: str | None = None) -> dict:
+        """`GET /v1/models/{name}/metadata`, for models whose v1 dialect has it."""
+        return self.repository.ready(name, version).model.v1_metadata()
+
     def model_config(self, name: str, version: str | None = None) -> dict:
         model = self.repository.get(name, version).model
         return model_config(model, self.model_metadata(name, version))

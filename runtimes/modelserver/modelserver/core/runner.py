@@ -69,6 +69,8 @@ class Runner:
             call.decoding = perf_counter()
             request = codec.decode(self.model)
             typed = content_types.decode(request)  # MLServer's codecs' requests
+            if request.outputs:
+                self.model.name_outputs(request)
             self._check_size(request)
             request.model_name = self.name
             response = await self._within_deadline(self._predict(request, call))

@@ -1,6 +1,12 @@
 """KServe's v1 protocol: `{"instances": rows}` or `{"inputs": ...}` in, `{"predictions": ...}`
 out. The default codec of `Model.decode_v1`/`encode_v1`; runtimes with a v1 dialect of their own
-(TensorFlow Serving's) override those."""
+(TensorFlow Serving's) override those.
+
+As in KServe, a list under `inputs` is another name for `instances`, taken first when a body has
+both; an object under `inputs` is columnar, one tensor per key. Rows are arrays (one tensor), or
+JSON objects, one input per key (records): KServe's samples also send a list of records as one
+row, and an object whose values are `{index: value}` (pandas' `dict` orient), and both are read
+as pandas reads them, a key that some rows lack being missing (NaN) there."""
 
 from __future__ import annotations
 
@@ -18,22 +24,31 @@ def decode(body: Any, specs: list[TensorSpec], outputs: tuple[str, ...] | None) 
     after the model's single input (`specs`) or `input-0`."""
     if not isinstance(body, dict):
         raise InvalidInput("a v1 request must be a JSON object with 'instances' or 'inputs'")
-    if "instances" in body:
+    data = body.get("inputs")
+    if isinstance(data, dict):
+        inputs = [tensor(name, value) for name, value in data.items()]
+    elif data is not None:
+        inputs = tensors_of_rows(data, specs)
+    elif "instances" in body:
         data = body["instances"]
         if not isinstance(data, list):
             raise InvalidInput("'instances' must be a list")
-        rows_are_objects = bool(data) and all(isinstance(row, dict) for row in data)
-        inputs = columns_of_rows(data) if rows_are_objects else [tensor(_name(specs), data)]
-    elif "inputs" in body:
-        data = body["inputs"]
-        if isinstance(data, dict):
-            inputs = [tensor(name, value) for name, value in data.items()]
-        else:
-            inputs = [tensor(_name(specs), data)]
+        inputs = tensors_of_rows(data, specs)
     else:
         raise InvalidInput("a v1 request needs 'instances' or 'inputs'")
     requested = None if outputs is None else [RequestedOutput(name) for name in outputs]
     return InferRequest(inputs=inputs, outputs=requested, parameters=body.get("parameters"))
+
+
+def tensors_of_rows(rows: Any, specs: list[TensorSpec]) -> list[Tensor]:
+    """Rows as tensors: one per key when they are records, else one named after the input."""
+    if isinstance(rows, list) and rows:
+        first = rows[0]
+        if isinstance(first, dict):
+            return columns_of_rows(_records(rows))
+        if isinstance(first, list) and first and isinstance(first[0], dict):
+            return columns_of_rows(_records([r for part in rows for r in _listed(part)]))
+    return [tensor(_name(specs), rows)]
 
 
 def encode(response: InferResponse) -> dict:
@@ -56,13 +71,55 @@ def tensor(name: str, data: Any) -> Tensor:
 
 
 def columns_of_rows(rows: list[dict]) -> list[Tensor]:
+    if not rows:
+        raise InvalidInput("the instances hold no rows")
     names = list(rows[0])
     if not names:
         raise InvalidInput("instances given as objects need at least one key")
     try:
-        return [tensor(name, [row[name] for row in rows]) for name in names]
-    except KeyError as exc:
-        raise InvalidInput(f"every instance needs the same keys; one lacks {exc}") from None
+        if all(len(row) == len(names) for row in rows):  # then the same keys, or a KeyError
+            return [tensor(name, [row[name] for row in rows]) for name in names]
+    except KeyError:
+        pass
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return [_sparse_column(name, [row.get(name) for row in rows]) for name in names]
+
+
+def _sparse_column(name: str, values: list) -> Tensor:
+    """A column some rows lack: missing (NaN) there, as in a DataFrame built from the records;
+    only numbers have a missing value."""
+    if None not in values:
+        return tensor(name, values)
+    try:
+        return Tensor.from_numpy(name, np.array(values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"input '{name}' is missing from some instances; only numeric inputs "
+                           "may be left out (missing, NaN)") from None
+
+
+def _records(objects: list) -> list[dict]:
+    """Objects as records; objects of `{index: value}` per key hold one record per index."""
+    for item in objects:
+        if not isinstance(item, dict):
+            raise InvalidInput("every instance must be a JSON object when the first one is")
+    first = objects[0]
+    if not first or not all(isinstance(v, dict) for v in first.values()):
+        return objects
+    return [record for item in objects for record in _indexed(item)]
+
+
+def _indexed(item: dict) -> list[dict]:
+    columns = item.values()
+    if not all(isinstance(column, dict) for column in columns):
+        raise InvalidInput("every instance must hold {index: value} objects when the first does")
+    index = dict.fromkeys(i for column in columns for i in column)
+    return [{name: column.get(i) for name, column in item.items()} for i in index]
+
+
+def _listed(part: Any) -> list:
+    if not isinstance(part, list):
+        raise InvalidInput("every instance must be a list of JSON objects when the first one is")
+    return part
 
 
 def _name(specs: list[TensorSpec]) -> str:

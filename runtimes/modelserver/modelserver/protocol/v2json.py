@@ -54,6 +54,92 @@ def _params(obj: dict, where: str) -> dict | None:
     return params
 
 
+# Bodies this large are parsed by simdjson, whose numbers go straight into a buffer with no Python
+# object each: a 1000x100 FP32 tensor (2 MB of JSON) decoded in about a third of the time orjson
+# and numpy's conversion of its list took. Below it, orjson alone is quicker.
+LARGE_BODY = 16 * 1024
+# Datatypes whose data simdjson reads as one buffer, and the buffer's element type.
+_BUFFERS = {"FP16": "d", "FP32": "d", "FP64": "d", "INT8": "i", "INT16": "i", "INT32": "i",
+            "INT64": "i", "UINT8": "u", "UINT16": "u", "UINT32": "u", "UINT64": "u"}
+_BUFFER_DTYPES = {"d": np.dtype(np.float64), "i": np.dtype(np.int64), "u": np.dtype(np.uint64)}
+
+
+def decode_body(body: bytes | memoryview) -> InferRequest:
+    """An infer request's JSON body. A large one whose tensors hold plain numbers takes the
+    quick way; anything else (and every error) the general one."""
+    if len(body) >= LARGE_BODY:
+        request = _decode_large(body)
+        if request is not None:
+            return request
+    if not body:
+        raise InvalidInput("the request has no body")
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+    return decode_request(parsed)
+
+
+def _decode_large(body: bytes | memoryview) -> InferRequest | None:
+    """None when the body is not the plain case (numbers where numbers go, in range)."""
+    import simdjson
+
+    try:
+        doc = _parser().parse(body)
+    except ValueError:
+        return None
+    inputs = doc.get("inputs") if isinstance(doc, simdjson.Object) else None
+    if not isinstance(inputs, simdjson.Array) or not len(inputs):
+        return None
+    tensors = []
+    for item in inputs:
+        if not isinstance(item, simdjson.Object):
+            return None
+        kind = _BUFFERS.get(item.get("datatype"))
+        data = item.get("data")
+        if kind is None or not isinstance(data, simdjson.Array):
+            tensors.append(decode_input(item.as_dict()))
+            continue
+        head = {key: _python(item[key]) for key in item.keys() if key != "data"}
+        try:
+            flat = np.frombuffer(data.as_buffer(of_type=kind), dtype=_BUFFER_DTYPES[kind])
+        except (TypeError, ValueError):  # not all numbers of that kind, or out of range
+            return None
+        array = _narrowed(flat, to_numpy(head.get("datatype")))
+        if array is None:
+            return None
+        tensors.append(decode_input({**head, "data": array}))
+    rest = {key: _python(doc[key]) for key in doc.keys() if key != "inputs"}
+    return request_of(rest, tensors)
+
+
+def _python(value: Any) -> Any:
+    as_python = getattr(value, "as_dict", None) or getattr(value, "as_list", None)
+    return as_python() if as_python is not None else value
+
+
+def _narrowed(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """The buffer in the tensor's own type; None if a value does not fit an integer type."""
+    if dtype.kind in "iu" and dtype != array.dtype and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            return None
+    return array.astype(dtype, copy=False)
+
+
+_PARSER = None
+
+
+def _parser():
+    """One parser for the process: requests are decoded one at a time, on the event loop."""
+    global _PARSER
+    if _PARSER is None:
+        import simdjson
+
+        _PARSER = simdjson.Parser()
+    return _PARSER
+
+
 def decode_request(body: Any) -> InferRequest:
     if not isinstance(body, dict):
         raise InvalidInput("an infer request must be a JSON object")
@@ -133,6 +219,8 @@ def _first_leaf(data: Any) -> Any:
 
 
 def _numeric_array(data: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    if isinstance(data, np.ndarray):  # decoded already, in its type
+        return data
     if isinstance(_first_leaf(data), (str, dict, type(None))):
         raise InvalidInput(f"input '{name}': data must be numbers of datatype {from_numpy(dtype)}")
     try:

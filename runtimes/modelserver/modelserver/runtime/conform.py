@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInput
-from ..types import Tensor
+from ..types import Tensor, kserve_index
 from ..datatypes import from_numpy
 
 FLOAT_TYPES = {"FP16", "FP32", "FP64", "BF16"}
@@ -50,14 +50,21 @@ def datatype_of(array: np.ndarray) -> str:
 def match_inputs(tensors: list[Tensor], specs: list[Spec], what: str) -> dict[str, np.ndarray]:
     """The request's arrays by input name, each cast and checked against its spec.
 
-    `what` names the model (and signature) in messages: "model 'm'"."""
+    `what` names the model (and signature) in messages: "model 'm'". KServe's name `input-N`,
+    when the model has no input of that name, is its N-th input."""
     by_name = {spec.name: spec for spec in specs}
     given = {}
     for tensor in tensors:
         spec = by_name.get(tensor.name)
         if spec is None:
-            raise InvalidInput(f"{what} has no input '{tensor.name}'; it takes {listing(specs)}")
-        given[tensor.name] = conform(tensor.data, spec, f"input '{tensor.name}' of {what}")
+            index = kserve_index(tensor.name, "input-")
+            if index is None or index >= len(specs):
+                raise InvalidInput(f"{what} has no input '{tensor.name}'; it takes "
+                                   f"{listing(specs)}")
+            spec = specs[index]
+        if spec.name in given:
+            raise InvalidInput(f"{what} got input '{spec.name}' twice")
+        given[spec.name] = conform(tensor.data, spec, f"input '{tensor.name}' of {what}")
     missing = [spec for spec in specs if spec.name not in given]
     if missing:
         raise InvalidInput(f"{what} needs input{'s' if len(missing) > 1 else ''} "

@@ -1,6 +1,7 @@
 """gRPC transport: the Open Inference Protocol's `inference.GRPCInferenceService`, with Triton's
 model configuration, statistics and repository rpcs, plus gRPC health checking and server
-reflection.
+reflection (`grpc.reflection.v1`, which current grpcurl and Postman ask for first, and
+`v1alpha`).
 
 It runs on grpc.aio in the worker's own event loop, beside uvicorn, and calls the same data
 plane as REST, so both transports share models, batching, limits, errors and the recording of
@@ -17,10 +18,10 @@ from functools import wraps
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from ..core.call import GRPC, Call
 from ..core.dataplane import DataPlane
@@ -214,15 +215,52 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
                 pass
 
 
+# grpc.reflection.v1 is v1alpha under another package name, message for message and field for
+# field, so one servicer answers both; grpcio-reflection ships only v1alpha's modules.
+REFLECTION_V1 = "grpc.reflection.v1"
+REFLECTION_V1_SERVICE = f"{REFLECTION_V1}.ServerReflection"
+
+
+def _reflection_v1_pool() -> descriptor_pool.DescriptorPool:
+    """A pool holding grpc.reflection.v1's descriptors, made from v1alpha's, so that clients
+    can describe the v1 service too."""
+    alpha = f".{reflection_pb2.DESCRIPTOR.package}."
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = REFLECTION_V1
+    proto.ClearField("options")
+    for field in (f for message in proto.message_type for f in message.field if f.type_name):
+        field.type_name = field.type_name.replace(alpha, f".{REFLECTION_V1}.")
+    for method in (m for service in proto.service for m in service.method):
+        method.input_type = method.input_type.replace(alpha, f".{REFLECTION_V1}.")
+        method.output_type = method.output_type.replace(alpha, f".{REFLECTION_V1}.")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return pool
+
+
+def _enable_reflection(server: aio.Server, services: tuple[str, ...]) -> None:
+    """Both reflection services, v1 and v1alpha, over this server's descriptors."""
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1_SERVICE)
+    servicer = reflection.aio.ReflectionServicer(names, pool=_ReflectionPool())
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        REFLECTION_V1_SERVICE, {"ServerReflectionInfo": v1}),))
+
+
 class _ReflectionPool:
     """Reflection over this server's descriptors (kept in a pool of their own, so that clients
-    declaring the same `inference.*` messages can share a process with this package) and the
-    default pool's, where the health and reflection services live."""
+    declaring the same `inference.*` messages can share a process with this package), the
+    default pool's, where the health and v1alpha reflection services live, and v1
+    reflection's."""
 
     def __init__(self) -> None:
-        from google.protobuf import descriptor_pool
-
-        self.pools = (pb.DESCRIPTOR.pool, descriptor_pool.Default())
+        self.pools = (pb.DESCRIPTOR.pool, descriptor_pool.Default(), _reflection_v1_pool())
 
     def _first(self, method: str, *args):
         for pool in self.pools:
@@ -276,9 +314,8 @@ async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes
     add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     health = HealthServicer(dataplane)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    services = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(services, server, pool=_ReflectionPool())
+    health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    _enable_reflection(server, (SERVICE, health_service))
     address = address_of(host, port)
     try:
         bound = server.add_insecure_port(address)

@@ -35,6 +35,10 @@ Handler = Callable[..., Awaitable[Reply]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 _V1_MODEL = re.compile(r"/v1/models/([^/:]+)(?::(predict))?")
+# TensorFlow Serving's paths beside it: a version or a label, and its other verbs. Tried only
+# when the plain path above does not match, so that `/v1/models/{m}:predict` costs no more.
+_V1_MODEL_AT = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
+                          r"(?::(predict|classify|regress)|/(metadata))?")
 _V2_MODEL = re.compile(
     r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer|config|stats))?")
 _REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
@@ -103,6 +107,25 @@ class V1Codec(_Body):
         return _ok(self.model.encode_v1(response, self.parsed))
 
 
+class V1VerbCodec(V1Codec):
+    """A v1 verb other than `predict`, for models whose v1 dialect has it (TensorFlow
+    Serving's `classify` and `regress`)."""
+
+    __slots__ = ("verb",)
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]], limit: int, verb: str):
+        super().__init__(body, headers, limit)
+        self.verb = verb
+
+    def decode(self, model: Model):
+        self.model = model
+        self.parsed = parse_json(self.content())
+        return model.decode_v1(self.parsed, self.verb)
+
+    def encode(self, response: InferResponse) -> Reply:
+        return _ok(self.model.encode_v1(response, self.parsed, self.verb))
+
+
 class V2Codec(_Body):
     """The Open Inference Protocol: JSON, or JSON and raw tensors (binary tensor extension)."""
 
@@ -112,7 +135,7 @@ class V2Codec(_Body):
         header_length = self.header(binary.HEADER_LENGTH)
         body = self.content()
         if header_length is None:
-            request = v2json.decode_request(parse_json(body))
+            request = v2json.decode_body(body)
         else:
             request = binary.decode_request(body, header_length)
         self.raw_outputs = binary.binary_outputs(request)
@@ -189,14 +212,29 @@ class RestApp:
             _allow(method, "POST")
             return await self.repository_action(request, *match.groups())
         if match := _V1_MODEL.fullmatch(path):
-            name, action = match.groups()
-            if action == "predict":
-                _allow(method, "POST")
-                codec = V1Codec(request.body, request.headers, self.max_request_bytes)
-                return await self.dataplane.infer(call, name, None, codec)
-            _allow(method, "GET")
-            return self.v1_model_ready(name)
+            name, verb = match.groups()
+            return await self.v1_model(request, call, name, None, verb, None)
+        if match := _V1_MODEL_AT.fullmatch(path):
+            # The core serves one version of a model, so a label can only name that one.
+            name, version, _label, verb, resource = match.groups()
+            return await self.v1_model(request, call, name, version, verb, resource)
         return await self.custom_route(request, call)
+
+    async def v1_model(self, request: Request, call: Call, name: str, version: str | None,
+                       verb: str | None, resource: str | None) -> Reply:
+        """KServe v1 and TensorFlow Serving's REST API: `POST :predict` (and `:classify`,
+        `:regress` where the model answers them), `GET` the model's status or its `metadata`."""
+        if verb is not None:
+            _allow(request.method, "POST")
+            if verb == "predict":
+                codec = V1Codec(request.body, request.headers, self.max_request_bytes)
+            else:
+                codec = V1VerbCodec(request.body, request.headers, self.max_request_bytes, verb)
+            return await self.dataplane.infer(call, name, version, codec)
+        _allow(request.method, "GET")
+        if resource == "metadata":
+            return _ok(self.dataplane.v1_metadata(name, version))
+        return _ok(self.dataplane.v1_model(name, version))
 
     async def custom_route(self, request: Request, call: Call) -> Reply:
         """A route a served model declares (MLflow's /invocations, say)."""
@@ -223,11 +261,6 @@ class RestApp:
 
     async def v1_list(self, request: Request) -> Reply:
         return _ok({"models": self.dataplane.repository.names()})
-
-    def v1_model_ready(self, name: str) -> Reply:
-        if not self.dataplane.model_ready(name):
-            raise Unavailable(f"model '{name}' is not ready")
-        return _ok({"name": name, "ready": True})
 
     # -- v2 -------------------------------------------------------------------------------------
     async def v2_metadata(self, request: Request) -> Reply:
