@@ -288,3 +288,12 @@ def test_mlserver_pd_request_to_a_plain_array_model(server, models):
     np.testing.assert_allclose(np.reshape(out["data"], out["shape"]),
                                booster.predict(np.array(ROWS)), rtol=1e-12)
     assert out["parameters"] == {"content_type": "np"}
+
+
+def test_binary_tensors_at_every_offset(server):
+    """Every model, every numeric datatype, binary behind JSON headers of 8 lengths: each answer
+    is the plain JSON one (a misaligned matrix reaches LightGBM as an aligned copy)."""
+    from binary_offsets import check_every_offset
+
+    statuses = check_every_offset(server.url)
+    assert statuses[("iris", "FP64")] == statuses[("categorical", "FP32")] == "200"

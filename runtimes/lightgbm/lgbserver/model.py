@@ -199,8 +199,12 @@ class LightGBMModel(Model):
             return self.features.category_frame(data, self.categorical, np.float64)
         if isinstance(data, np.ndarray):
             require_numbers("the input", data)
-            if data.dtype.kind == "b" or data.dtype == np.float16:
+            if data.dtype.kind == "b" or data.dtype.char == "e":  # BOOL, float16
                 data = data.astype(np.float32)
+            elif not data.flags.aligned:
+                # A binary tensor at an odd offset of the request body: LightGBM reads rows as
+                # C doubles, so it gets an aligned copy.
+                return data.copy()
             return np.ascontiguousarray(data)
         return number_matrix(data, np.float64)
 
