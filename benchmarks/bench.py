@@ -31,6 +31,9 @@ RUNTIME_SCENARIOS = [
     ("onnxserver", "examples/onnx-iris", "iris",
      json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
                              "data": IRIS_ROW}]}).encode()),
+    ("lgbserver", "examples/lightgbm-iris", "iris",
+     json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
+                             "data": IRIS_ROW}]}).encode()),
 ]
 RUNTIME_CONCURRENCY = (8, 64)
 

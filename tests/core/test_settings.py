@@ -45,6 +45,12 @@ def test_zero_rows_turns_merging_off_but_keeps_a_row_wise_models_rows():
     ({"outputs": "predict"}, "outputs must be a list"),
     ({"parameters": [1]}, "parameters must be an object"),
     ({"dynamic_batching": "no"}, "dynamic_batching must be true or false"),
+    ({"inputs": {"city": "BYTES"}}, "inputs must be a list like"),
+    ({"inputs": [{"name": "city"}]}, "must be an object with a name and a datatype"),
+    ({"inputs": [{"name": "city", "datatype": "BYTES", "shape": [-1]}]}, "with a name and a"),
+    ({"inputs": [{"name": "city", "datatype": "STRING"}]}, "has datatype 'STRING'; the datatypes"),
+    ({"inputs": [{"name": "a", "datatype": "BYTES"}, {"name": "a", "datatype": "INT64"}]},
+     "named twice"),
 ])
 def test_wrong_settings_say_where_they_came_from(layer, message):
     with pytest.raises(ValueError, match=message) as caught:
@@ -58,3 +64,11 @@ def test_runtime_flags_become_parameters_and_model_flags_override():
     args = parse_args(parser, ["--nthread", "4", "--max_batch_size", "0"])
     assert flag_settings(args) == {"max_batch_size": 0, "parameters": {"nthread": 4}}
     assert flag_settings(parse_args(parser, [])) == {}
+
+
+def test_inputs_give_metadata_datatypes_by_name():
+    settings = resolve(({"inputs": [{"name": "city", "datatype": "BYTES"},
+                                    {"name": "rooms", "datatype": "INT64"}]}, "settings.json"))
+    assert settings.inputs == ({"name": "city", "datatype": "BYTES"},
+                               {"name": "rooms", "datatype": "INT64"})
+    assert resolve(({}, "flags")).inputs is None

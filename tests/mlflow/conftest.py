@@ -59,6 +59,26 @@ def mlflow_models(tmp_path_factory):
     mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(iris.data, iris.target),
                               folders["nosig"], serialization_format="cloudpickle",
                               pip_requirements=REQUIREMENTS)
+    # No signature, but an input example: a DataFrame pipeline with a text and an integer column.
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    houses = pd.DataFrame({"city": rng.choice(["Lyon", "Oslo"], 30).astype(object),
+                           "rooms": rng.integers(1, 6, 30), "area": rng.uniform(20, 99, 30)})
+    encode = ColumnTransformer([("city", OneHotEncoder(), ["city"])], remainder="passthrough")
+    pipeline = Pipeline([("encode", encode), ("fit", LinearRegression())]).fit(
+        houses, houses["area"] * 3 + houses["rooms"])
+    folders["example"] = root / "example"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.sklearn.save_model(pipeline, folders["example"], signature=False,
+                                  input_example=houses.head(3),
+                                  serialization_format="cloudpickle",
+                                  pip_requirements=REQUIREMENTS)
     return Folders(root, folders)
 
 

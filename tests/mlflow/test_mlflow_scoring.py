@@ -95,8 +95,7 @@ def test_rows_as_lists_take_the_signature_columns(loaded):
     assert call(model, {"instances": ROWS}) == (200, {"predictions": expected})
     status, reply = call(model, {"instances": [[1.0, 2.0, 3.0]]})
     assert status == 400
-    assert "send one input per column or one [rows, 4] input; got 'instances' with shape [1, 3]" \
-        in reply["error"]
+    assert "model 'iris' expects 4 features per row, got 3" in reply["error"]
 
 
 def test_named_tensors_answer_records(loaded):

@@ -143,6 +143,35 @@ def test_no_signature(server, pyfuncs):
     assert requests.get(server.url + "/v2/models/nosig", timeout=10).json()["inputs"] == []
 
 
+def test_mlserver_pd_request_with_str_column(server, pyfuncs):
+    """A request as MLServer's PandasCodec builds it: `pd`, text columns marked `str`."""
+    frame = pd.DataFrame({"text": ["hi", "héllo"], "n": [1, 3]})
+    body = {"parameters": {"content_type": "pd"}, "inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": ["hi", "héllo"],
+         "parameters": {"content_type": "str"}},
+        {"name": "n", "datatype": "INT64", "shape": [2, 1], "data": [1, 3]}]}
+    reply = requests.post(f"{server.url}/v2/models/words/infer", json=body, timeout=30)
+    outputs = {o["name"]: o for o in reply.json()["outputs"]}
+    expected = pyfuncs["words"].predict(frame)
+    assert outputs["shout"]["data"] == expected["shout"].tolist()
+    assert outputs["length"]["data"] == expected["length"].tolist()
+    assert {o["parameters"]["content_type"] for o in outputs.values()} == {"np"}
+
+
+def test_metadata_from_the_input_example_without_a_signature(server, pyfuncs):
+    """Each column's datatype from the example, so clients that build inputs from metadata
+    send text as BYTES and integers as INT64."""
+    meta = requests.get(server.url + "/v2/models/example", timeout=10).json()
+    assert meta["inputs"] == [{"name": "city", "datatype": "BYTES", "shape": [-1]},
+                              {"name": "rooms", "datatype": "INT64", "shape": [-1]},
+                              {"name": "area", "datatype": "FP64", "shape": [-1]}]
+    frame = pd.DataFrame({"city": ["Oslo", "Lyon"], "rooms": [2, 5], "area": [40.0, 90.5]})
+    inputs = [{"name": "city", "datatype": "BYTES", "shape": [2], "data": ["Oslo", "Lyon"]},
+              tensor([2, 5], "rooms", "INT64"), tensor([40.0, 90.5], "area")]
+    np.testing.assert_allclose(outputs_of(v2(server, "example", inputs))["predictions"],
+                               pyfuncs["example"].predict(frame))
+
+
 def test_metadata_from_the_signature(server):
     def meta(name):
         return requests.get(f"{server.url}/v2/models/{name}", timeout=10).json()
@@ -169,7 +198,7 @@ def test_metadata_from_the_signature(server):
         ("iris", [tensor([1.0], c) for c in COLUMNS] + [tensor([1.0], "colour")],
          "unknown colour"),
         ("iris", [tensor([[1.0, 2.0, 3.0]])],
-         "send one input per column or one [rows, 4] input; got 'input-0' with shape [1, 3]"),
+         "model 'iris' expects 4 features per row, got 3"),
         ("iris", [{"name": c, "datatype": "BYTES", "shape": [1], "data": ["x"]}
                   for c in COLUMNS], "input 'sepal_length' must be numbers of type FP64 (double)"),
         ("dot", [tensor([[1.0, 2.0, 3.0]])],

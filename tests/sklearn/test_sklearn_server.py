@@ -1,5 +1,6 @@
 """The scikit-learn runtime over v1 and v2 REST, against the estimator called directly."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_wrong_feature_count_is_400(iris_server, rows):
         ({"rows": ROWS}, "a v1 request needs 'instances' or 'inputs'"),
         ({"instances": {"a": 1}}, "'instances' must be a list"),
         ({"instances": [[1, 2, 3, 4], [1, 2]]}, "not a rectangular array"),
-        ({"instances": [1, 2, 3, 4]}, "expects a 2-D [rows, features] input"),
+        ({"instances": [1, 2, 3, 4]}, "expects a 2-D [rows, 4] input, got shape [4]"),
         ({"instances": [["a", "b", "c", "d"]]}, "cannot use this input"),
         ({"instances": [{}]}, "need at least one key"),  # found by schemathesis
         ({"instances": [{"a": {}}]}, "the instances hold no rows"),  # and this one too
@@ -219,6 +220,83 @@ def test_missing_or_ambiguous_model_file_is_a_startup_error(launch, tmp_path, fi
     assert server.wait_exit() == 1
     assert message in server.output() and str(tmp_path) in server.output()
     assert "Traceback" not in server.output()
+
+
+@pytest.fixture(scope="module")
+def houses(tmp_path_factory):
+    """A ColumnTransformer pipeline fit on a DataFrame: a city name and a floor one-hot encoded,
+    area and rooms passed through; in a repository folder whose settings.json says rooms are
+    integers (nothing in the fitted model tells)."""
+    import json
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "city": rng.choice(["Lyon", "Oslo", "Porto"], 60),
+        "floor": rng.integers(0, 5, 60),
+        "area": rng.uniform(20, 120, 60),
+        "rooms": rng.integers(1, 6, 60),
+    })
+    price = frame["area"] * 30 + frame["rooms"] * 5 + frame["floor"] + (frame["city"] == "Oslo")
+    encode = ColumnTransformer([("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                                ("floor", OneHotEncoder(handle_unknown="ignore"), ["floor"])],
+                               remainder="passthrough")
+    model = Pipeline([("encode", encode), ("regress", LinearRegression())]).fit(frame, price)
+    root = tmp_path_factory.mktemp("houses")
+    (root / "houses").mkdir()
+    joblib.dump(model, root / "houses" / "model.joblib")
+    (root / "houses" / "settings.json").write_text(json.dumps(
+        {"inputs": [{"name": "rooms", "datatype": "INT64"}]}))
+    return root, model, frame
+
+
+def test_dataframe_pipeline_metadata_has_each_columns_datatype(launch, houses):
+    """Text columns are BYTES and integer ones INT64 (from the fitted encoders, and
+    settings.json for what they do not tell), so tritonclient can build its inputs from the
+    metadata alone."""
+    import tritonclient.http as triton
+    from tritonclient.utils import triton_to_np_dtype
+
+    root, model, frame = houses
+    server = launch("-m", "sklearnserver", "--model_dir", str(root))
+    meta = requests.get(server.url + "/v2/models/houses").json()
+    assert meta["inputs"] == [{"name": "city", "datatype": "BYTES", "shape": [-1]},
+                              {"name": "floor", "datatype": "INT64", "shape": [-1]},
+                              {"name": "area", "datatype": "FP64", "shape": [-1]},
+                              {"name": "rooms", "datatype": "INT64", "shape": [-1]}]
+
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    sample = frame.iloc[:5]
+    inputs = []
+    for spec in client.get_model_metadata("houses")["inputs"]:
+        values = sample[spec["name"]].to_numpy().astype(triton_to_np_dtype(spec["datatype"]))
+        tensor = triton.InferInput(spec["name"], [len(values)], spec["datatype"])
+        tensor.set_data_from_numpy(values)
+        inputs.append(tensor)
+    result = client.infer("houses", inputs)
+    assert result.get_response()["model_name"] == "houses"  # a 200: tritonclient raises else
+    np.testing.assert_allclose(result.as_numpy("predict"), model.predict(sample))
+
+
+def test_settings_inputs_naming_no_feature_leave_the_model_unavailable(launch, houses, tmp_path):
+    import shutil
+
+    root, _, _ = houses
+    shutil.copytree(root / "houses", tmp_path / "houses")
+    (tmp_path / "houses" / "settings.json").write_text(
+        '{"inputs": [{"name": "size", "datatype": "INT64"}]}')
+    server = launch("-m", "sklearnserver", "--model_dir", str(tmp_path), wait=False)
+    server.wait_listening()
+    deadline = time.monotonic() + 60
+    while (index := requests.post(server.url + "/v2/repository/index").json())[0]["state"] \
+            == "LOADING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert index[0]["state"] == "UNAVAILABLE"
+    assert "'inputs' names 'size', which model 'houses' does not take" in index[0]["reason"]
 
 
 # -- clients and payloads written for KServe ----------------------------------------------------

@@ -355,6 +355,20 @@ def test_startup_errors_are_clean(launch, tmp_path, setup, message):
     assert "Traceback" not in output and "Stack trace" not in output and "[bt]" not in output
 
 
+def test_mlserver_pd_request_to_a_plain_array_model(server, models):
+    """MLServer's `pd` content type: one input per column of the client's DataFrame, for a
+    model fit on a plain array: the columns are taken in order, outputs marked as MLServer's."""
+    booster = models[1]["iris_json"].get_booster()
+    columns = [{**tensor(np.array(ROWS)[:, [i]], name=f"column {i}"),
+                "parameters": {"content_type": "np"}} for i in range(4)]
+    reply = requests.post(f"{server.url}/v2/models/iris_json/infer", timeout=10,
+                          json={"inputs": columns, "parameters": {"content_type": "pd"}})
+    out = reply.json()["outputs"][0]
+    np.testing.assert_allclose(np.reshape(out["data"], out["shape"]),
+                               booster_predict(booster, ROWS), rtol=1e-6)
+    assert out["parameters"] == {"content_type": "np"}
+
+
 def test_binary_tensors_at_every_offset(server):
     # XGBoost refuses a misaligned buffer: the runtime copies the input when it is one.
     statuses = check_every_offset(server.url)

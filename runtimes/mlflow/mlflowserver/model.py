@@ -20,6 +20,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, RouteRequest, TensorSpec, Unavailable
 from modelserver.datatypes import from_numpy
 from modelserver.model import route
+from modelserver.runtime.tabular import Features, as_text, column_of, datatype_of_values
 
 from . import scoring
 from .scoring import short
@@ -64,6 +65,7 @@ class MLflowModel(Model):
         self.tensor_based = False
         self.type_hint_signature = False
         self.output_names: list[str] = []
+        self.table = Features(name)  # a column signature's columns
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -87,6 +89,15 @@ class MLflowModel(Model):
                                  and self.input_schema.is_tensor_spec())
         is_hint = getattr(metadata, "_is_signature_from_type_hint", None)
         self.type_hint_signature = bool(is_hint and is_hint())
+        if self.input_schema is not None and not self.tensor_based:
+            named = self.input_schema.has_input_names()
+            self.table = Features.of(
+                self.name, self.input_schema.input_names() if named else None,
+                len(self.input_schema.inputs), [s.datatype for s in _specs(self.input_schema,
+                                                                           "input")],
+                overrides=self.settings.inputs)
+        elif self.input_schema is None:
+            self.table = self._example_columns(folder)
         self.output_names = [spec.name for spec in self.outputs()]
         log.info("loaded MLflow model %s (%s; %s signature)", folder,
                  metadata.flavors.get("python_function", {}).get("loader_module", "pyfunc"),
@@ -94,15 +105,28 @@ class MLflowModel(Model):
                  "tensor" if self.tensor_based else "column")
         return True
 
+    def _example_columns(self, folder: Path) -> Features:
+        """A model saved without a signature but with an input example (a DataFrame) has the
+        example's columns and their types, for metadata."""
+        try:
+            example = self.pyfunc.metadata.load_input_example(str(folder))
+        except Exception as exc:  # a missing or unreadable example only costs the metadata
+            log.warning("%s: cannot read the input example: %s", folder, short(str(exc)))
+            example = None
+        columns = getattr(example, "columns", None)
+        if columns is None:
+            return Features(self.name)
+        return Features.of(self.name, columns, datatypes={
+            str(c): datatype_of_values(example[c]) for c in columns},
+            overrides=self.settings.inputs)
+
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
-        schema = self.input_schema
-        if schema is not None and not self.tensor_based and not schema.has_input_names():
-            # Unnamed columns are taken by position: one [rows, columns] input.
-            types = {spec.datatype for spec in _specs(schema, "input")}
-            datatype = types.pop() if len(types) == 1 else "BYTES"
-            return [TensorSpec("input-0", datatype, [-1, len(schema.inputs)])]
-        return _specs(schema, "input")
+        if self.input_schema is not None and not self.tensor_based:
+            return self.table.specs()  # unnamed columns: one [rows, columns] input
+        if self.input_schema is None and self.table.names is not None:
+            return self.table.specs()  # the input example's columns
+        return _specs(self.input_schema, "input")
 
     def outputs(self) -> list[TensorSpec]:
         specs = _specs(self.output_schema, "output")
@@ -138,7 +162,7 @@ class MLflowModel(Model):
         schema = self.input_schema
         if (isinstance(data, np.ndarray) and data.ndim == 2 and schema is not None
                 and not self.tensor_based and schema.has_input_names()):
-            return self._frame({"instances": data}, schema)
+            return self._typed_frame(self.table.matrix("instances", data), schema.inputs)
         return data
 
     def _check_frame(self, data: Any) -> None:
@@ -169,14 +193,14 @@ class MLflowModel(Model):
             return self._unsigned(columns)
         if self.tensor_based:
             return self._tensors(columns, schema)
-        return self._frame(columns, schema)
+        return self._frame(request, schema)
 
     def _unsigned(self, columns: dict[str, np.ndarray]) -> Any:
         """No signature: one input as itself; several 1-D ones as DataFrame columns."""
-        arrays = {name: _strings(array) for name, array in columns.items()}
+        arrays = {name: as_text(array) for name, array in columns.items()}
         if len(arrays) == 1:
             return next(iter(arrays.values()))
-        flat = {name: _column(name, a) for name, a in arrays.items()}
+        flat = {name: column_of(name, a) for name, a in arrays.items()}
         if len({len(a) for a in flat.values()}) == 1:
             import pandas as pd
 
@@ -197,39 +221,26 @@ class MLflowModel(Model):
         return {spec.name: _fit_tensor(spec.name, columns[spec.name], spec)
                 for spec in specs if spec.name in columns}
 
-    def _frame(self, columns: dict[str, np.ndarray], schema) -> Any:
+    def _frame(self, request: InferRequest, schema) -> Any:
+        """A column signature's DataFrame: the request's columns (or one matrix's, in the
+        signature's order), each cast to its column type."""
+        specs = schema.inputs
+        required = [s.name for s in specs if s.required] if schema.has_input_names() else None
+        # binary columns keep their bytes; _fit_column decodes the others' text
+        data = self.table.read(request, required, text=False)
+        return self._typed_frame(data, specs)
+
+    def _typed_frame(self, data: np.ndarray | dict[str, np.ndarray], specs) -> Any:
         import pandas as pd
 
-        specs = schema.inputs
-        names = schema.input_names()
-        if len(columns) == 1 and next(iter(columns)) not in names:
-            # One [rows, columns] input: its columns are the signature's, in order.
-            name, array = next(iter(columns.items()))
-            if array.ndim == 1 and len(specs) == 1:
-                array = array.reshape(-1, 1)
-            if array.ndim != 2 or array.shape[1] != len(specs):
-                raise InvalidInput(
-                    f"model '{self.name}' expects columns {_listing(names)}: send one input per "
-                    f"column or one [rows, {len(specs)}] input; got '{name}' with shape "
-                    f"{list(array.shape)}")
-            return pd.DataFrame({spec_name(spec, i): _fit_column(spec_name(spec, i), array[:, i],
-                                                                 spec)
-                                 for i, spec in enumerate(specs)})
-        required = [spec_name(s, i) for i, s in enumerate(specs) if s.required]
-        _check_names(self.name, columns, names, required)
-        frame = {}
-        rows = None
-        for i, spec in enumerate(specs):
-            name = spec_name(spec, i)
-            if name not in columns:
-                continue
-            column = _fit_column(name, _column(name, columns[name]), spec)
-            if rows is not None and len(column) != rows:
-                raise InvalidInput(f"columns do not line up: '{name}' has {len(column)} rows, "
-                                   f"others {rows}")
-            rows = len(column)
-            frame[name] = column
-        return pd.DataFrame(frame)
+        names = [spec_name(spec, i) for i, spec in enumerate(specs)]
+        if isinstance(data, np.ndarray):
+            pairs = [(i, data[:, i]) for i in range(len(specs))]
+        else:  # columns by name, or by position ("0", "1", ...) for unnamed ones
+            position = {str(name): i for i, name in enumerate(names)}
+            pairs = [(position[key], column) for key, column in data.items()]
+        return pd.DataFrame({names[i]: _fit_column(names[i], column, specs[i])
+                             for i, column in pairs})
 
     # -- model output to tensors ----------------------------------------------------------------
     def as_outputs(self, result: Any) -> dict[str, np.ndarray]:
@@ -307,34 +318,18 @@ def _listing(names) -> str:
     return ", ".join(str(n) for n in names)
 
 
-def _column(name, array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2 and array.shape[1] == 1:
-        return array.reshape(-1)
-    if array.ndim != 1:
-        raise InvalidInput(f"input '{name}' must be 1-D [rows], got shape {list(array.shape)}")
-    return array
-
-
-def _strings(array: np.ndarray) -> np.ndarray:
-    """BYTES tensors arrive as bytes; models were fit on str."""
-    if array.dtype == object and array.size and isinstance(array.flat[0], bytes):
-        return np.array([b.decode("utf-8", "replace") for b in array.reshape(-1)],
-                        dtype=object).reshape(array.shape)
-    return array
-
-
 def _fit_column(name, values: np.ndarray, spec) -> np.ndarray:
     """A column cast to its ColSpec type as MLflow's JSON parser would, or a 400."""
     type_name = getattr(spec.type, "name", None)
     if type_name not in COLUMN_DATATYPES:  # Array, Object, Map, Any: MLflow checks these
-        return _strings(values)
+        return as_text(values)
     if type_name == "binary":
         return values if values.dtype == object else values.astype(object)
     if type_name in ("string", "datetime"):
         if values.dtype.kind in "fiub":
             raise InvalidInput(f"input '{name}' must be strings (BYTES) for column type "
                                f"{type_name}, got {from_numpy(values.dtype)}")
-        values = _strings(values)
+        values = as_text(values)
         if type_name == "datetime":
             try:
                 return values.astype("datetime64[ns]")
@@ -350,7 +345,7 @@ def _fit_tensor(name, array: np.ndarray, spec) -> np.ndarray:
         if array.dtype.kind in "fiub":
             raise InvalidInput(f"input '{name}' must be strings (BYTES), got "
                                f"{from_numpy(array.dtype)}")
-        array = _strings(array)
+        array = as_text(array)
     else:
         array = _cast(name, array, dtype, str(dtype))
     shape = [int(d) for d in spec.shape]

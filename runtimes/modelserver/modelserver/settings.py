@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .datatypes import TO_NUMPY
+
 SETTINGS_FILE = "settings.json"
 
 
@@ -43,6 +45,9 @@ class ModelSettings:
     threads: int = 1
     # Which installed runtime loads the folder (a repository may mix frameworks).
     runtime: str | None = None
+    # What v2 metadata reports for some inputs, by name: ({"name": ..., "datatype": ...}, ...),
+    # for a model that cannot tell (the columns of a DataFrame-fit model, say).
+    inputs: tuple[Mapping[str, str], ...] | None = None
     # Runtime-specific settings, by the runtime's own names (xgboost's `nthread`, TF Serving's
     # `tensorflow_intra_op_parallelism`, ...): from the runtime's flags or settings.json.
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -125,6 +130,8 @@ def _checked(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{where}: outputs must be a list of output names, got {value!r}")
         value = tuple(value)
+    elif key == "inputs":
+        value = _inputs(value, where)
     elif key == "dynamic_batching" and not isinstance(value, bool):
         raise ValueError(f"{where}: dynamic_batching must be true or false, got {value!r}")
     elif key == "warmup":
@@ -136,6 +143,25 @@ def _checked(key: str, value: Any, where: str) -> Any:
     elif key == "runtime" and not isinstance(value, str):
         raise ValueError(f"{where}: runtime must be a runtime's name, got {value!r}")
     return value
+
+
+def _inputs(value: Any, where: str) -> tuple[Mapping[str, str], ...]:
+    example = '[{"name": "city", "datatype": "BYTES"}]'
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}: inputs must be a list like {example}, got {value!r}")
+    names = set()
+    for item in value:
+        if not isinstance(item, Mapping) or set(item) != {"name", "datatype"} \
+                or not isinstance(item["name"], str) or not item["name"]:
+            raise ValueError(f"{where}: each of inputs must be an object with a name and a "
+                             f"datatype, like {example}; got {item!r}")
+        if item["datatype"] not in TO_NUMPY:
+            raise ValueError(f"{where}: input {item['name']!r} has datatype "
+                             f"{item['datatype']!r}; the datatypes are {', '.join(TO_NUMPY)}")
+        if item["name"] in names:
+            raise ValueError(f"{where}: input {item['name']!r} is named twice in inputs")
+        names.add(item["name"])
+    return tuple(dict(item) for item in value)
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

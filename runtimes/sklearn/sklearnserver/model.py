@@ -14,6 +14,7 @@ from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.datatypes import from_numpy
 from modelserver.runtime.files import find_model_file
+from modelserver.runtime.tabular import Features, as_text
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,7 @@ class SKLearnModel(Model):
         super().__init__(name)
         self.model_dir = model_dir
         self.estimator: Any = None
-        self.features: list[str] | None = None
-        self.n_features: int | None = None
+        self.features = Features(name)
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -42,9 +42,11 @@ class SKLearnModel(Model):
     def load(self) -> bool:
         self.estimator = load_estimator(
             find_model_file(self.model_dir, MODEL_EXTENSIONS, "scikit-learn"))
-        names = getattr(self.estimator, "feature_names_in_", None)
-        self.features = None if names is None else [str(n) for n in names]
-        self.n_features = getattr(self.estimator, "n_features_in_", None)
+        self.features = Features.of(
+            self.name, getattr(self.estimator, "feature_names_in_", None),
+            getattr(self.estimator, "n_features_in_", None),
+            {k: v for k, v in input_datatypes(self.estimator).items() if v},
+            overrides=self.settings.inputs)
         # KServe's switch: v1 answers with probabilities instead of labels.
         proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
         self.settings = self.settings.default(outputs=("predict_proba" if proba else "predict",))
@@ -57,9 +59,7 @@ class SKLearnModel(Model):
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
-        if self.features is not None:
-            return [TensorSpec(name, "FP64", [-1]) for name in self.features]
-        return [TensorSpec("input-0", "FP64", [-1, self.n_features or -1])]
+        return self.features.specs()
 
     def outputs(self) -> list[TensorSpec]:
         classes = getattr(self.estimator, "classes_", None)
@@ -74,7 +74,7 @@ class SKLearnModel(Model):
 
     # -- inference ------------------------------------------------------------------------------
     def predict(self, request: InferRequest) -> dict[str, np.ndarray]:
-        features = self._features_of(request)
+        features = self.features_of(request)
         wanted = request.output_names or ["predict"]
         results = {}
         for name in wanted:
@@ -89,56 +89,67 @@ class SKLearnModel(Model):
                 raise InvalidInput(f"model '{self.name}' cannot use this input: {exc}") from None
         return results
 
-    def _features_of(self, request: InferRequest) -> Any:
-        if self.features is not None:
-            return self._frame(request)
-        if len(request.inputs) != 1:
-            raise InvalidInput(f"model '{self.name}' takes one input, got {len(request.inputs)}")
-        rows = _as_text(request.inputs[0].data)
-        if rows.ndim == 1 and rows.dtype.kind in "OUS" and self.n_features is None:
-            return rows  # a text pipeline (a vectorizer first) takes one document per row
-        self._check_width(rows)
-        return rows
-
-    def _check_width(self, rows: np.ndarray) -> None:
-        if rows.ndim != 2:
-            raise InvalidInput(
-                f"model '{self.name}' expects a 2-D [rows, features] input, got shape "
-                f"{list(rows.shape)}"
-            )
-        if self.n_features is not None and rows.shape[1] != self.n_features:
-            raise InvalidInput(
-                f"model '{self.name}' expects {self.n_features} features per row, "
-                f"got {rows.shape[1]}"
-            )
-
-    def _frame(self, request: InferRequest):
-        """Models fit on a DataFrame get one, with columns named as they were at fit time."""
-        import pandas as pd
-
-        columns = request.as_numpy()
-        if all(name in columns for name in self.features):
-            try:
-                return pd.DataFrame({n: _as_text(columns[n]).reshape(-1) for n in self.features})
-            except ValueError as exc:
-                raise InvalidInput(f"feature columns do not line up: {exc}") from None
-        if len(columns) == 1:
-            rows = _as_text(next(iter(columns.values())))
-            self._check_width(rows)
-            return pd.DataFrame(rows, columns=self.features)
-        missing = [n for n in self.features if n not in columns]
-        raise InvalidInput(
-            f"model '{self.name}' expects features {', '.join(self.features)}: send one input "
-            f"per feature or one [rows, {len(self.features)}] input; missing {', '.join(missing)}"
-        )
+    def features_of(self, request: InferRequest) -> Any:
+        """A plain array for a model fit on one; a DataFrame with the columns' names for a model
+        fit on a DataFrame (and for columns sent to a model without names)."""
+        if self.features.width is None and len(request.inputs) == 1:
+            rows = as_text(request.inputs[0].data)
+            if rows.ndim == 1 and rows.dtype.kind in "OUS":
+                return rows  # a text pipeline (a vectorizer first) takes one document per row
+        data = self.features.read(request)
+        if type(data) is np.ndarray and self.features.names is None:
+            return data
+        return self.features.frame(data)
 
 
-def _as_text(array: np.ndarray) -> np.ndarray:
-    """BYTES tensors arrive as bytes; scikit-learn's encoders were fit on str."""
-    if array.dtype == object and array.size and isinstance(array.flat[0], bytes):
-        return np.array([b.decode("utf-8", "replace") for b in array.reshape(-1)],
-                        dtype=object).reshape(array.shape)
-    return array
+def input_datatypes(estimator: Any) -> dict[str, str]:
+    """The datatypes of a DataFrame-fit model's columns that its fitted encoders tell: a
+    OneHotEncoder's or OrdinalEncoder's categories are text (BYTES) or integers (INT64), in a
+    ColumnTransformer, at the start of a Pipeline or alone. Other columns stay unknown."""
+    while hasattr(estimator, "steps"):  # a Pipeline: its first step sees the request's columns
+        estimator = estimator.steps[0][1]
+    names = [str(n) for n in getattr(estimator, "feature_names_in_", ())]
+    found: dict[str, str] = {}
+    if hasattr(estimator, "transformers_"):  # a ColumnTransformer
+        for _, transformer, columns in estimator.transformers_:
+            selected = _column_names(columns, names)
+            found.update(zip(selected, _encoded_datatypes(transformer, len(selected))))
+    else:
+        found.update(zip(names, _encoded_datatypes(estimator, len(names))))
+    return found
+
+
+def _column_names(columns: Any, names: list[str]) -> list[str]:
+    if isinstance(columns, (str, int, np.integer)):
+        columns = [columns]
+    try:
+        selected = list(columns)
+    except TypeError:  # a slice or a callable: no column-wise types to tell
+        return []
+    if selected and all(isinstance(c, (bool, np.bool_)) for c in selected):  # a mask
+        return [name for name, keep in zip(names, selected) if keep]
+    return [names[c] if isinstance(c, (int, np.integer)) and c < len(names) else str(c)
+            for c in selected]
+
+
+def _encoded_datatypes(transformer: Any, count: int) -> list[str | None]:
+    while hasattr(transformer, "steps"):
+        transformer = transformer.steps[0][1]
+    categories = getattr(transformer, "categories_", None)
+    if categories is None or len(categories) != count:
+        return []
+    return [_category_datatype(np.asarray(c)) for c in categories]
+
+
+def _category_datatype(categories: np.ndarray) -> str | None:
+    kind = categories.dtype.kind
+    if kind in "OUS":
+        values = [c for c in categories.tolist() if c is not None and c == c]  # not NaN
+        if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                          for v in values):
+            return "INT64"
+        return "BYTES"
+    return "INT64" if kind in "iu" else None
 
 
 def load_estimator(path: Path) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.runtime.files import find_model_file, model_files
+from modelserver.runtime.tabular import Features, number_matrix, require_numbers
 
 from .fastpredict import DensePredictor
 
@@ -31,7 +32,8 @@ NOT_MODELS = {"settings.json"}  # a model repository's per-model settings
 CLASSIFIER_OBJECTIVES = {"binary:logistic", "binary:hinge", "multi:softmax", "multi:softprob"}
 PROBA_OBJECTIVES = {"binary:logistic", "multi:softmax", "multi:softprob"}
 OUTPUTS = ("predict", "predict_proba", "label")
-_NUMERIC = "fiub"
+# XGBoost's feature types as v2 datatypes; XGBoost computes in float32 whatever it is given.
+FEATURE_DATATYPES = {"c": "BYTES", "int": "INT64", "i": "BOOL"}
 
 
 class XGBoostModel(Model):
@@ -57,8 +59,9 @@ class XGBoostModel(Model):
         self.num_class = 0
         self.num_target = 1
         self.nthread = 0
-        self.features: list[str] | None = None
+        self.features = Features(name)
         self.categorical: list[bool] = []
+        self.has_categories = False
         self.fast: DensePredictor | None = None
         self.output_specs: dict[str, TensorSpec] = {}
 
@@ -83,10 +86,14 @@ class XGBoostModel(Model):
         self.num_class = int(params.get("num_class", 0))
         self.num_target = max(1, int(params.get("num_target", 1)))
         names = self.booster.feature_names
-        self.features = None if names is None else [str(n) for n in names]
-        self.categorical = [t == "c" for t in (self.booster.feature_types or [])]
+        types = self.booster.feature_types or []
+        self.categorical = [t == "c" for t in types]
+        self.has_categories = any(self.categorical)
+        self.features = Features.of(self.name, names, self.num_feature,
+                                    [FEATURE_DATATYPES.get(t, "FP32") for t in types], "FP32",
+                                    self.settings.inputs)
         if any(self.categorical):
-            if self.features is None:
+            if names is None:
                 raise ValueError(f"{self.path.name} has categorical features but no feature names")
             try:
                 import pandas  # noqa: F401
@@ -128,11 +135,7 @@ class XGBoostModel(Model):
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
-        if self.features is not None:
-            return [TensorSpec(name, "BYTES" if cat else "FP32", [-1])
-                    for name, cat in zip(self.features, self.categorical or
-                                         [False] * len(self.features))]
-        return [TensorSpec("input-0", "FP32", [-1, self.num_feature or -1])]
+        return self.features.specs()
 
     def outputs(self) -> list[TensorSpec]:
         if self.objective == "multi:softprob":
@@ -158,7 +161,7 @@ class XGBoostModel(Model):
             if name not in specs:
                 raise InvalidInput(f"model '{self.name}' has no output '{name}'; it has "
                                    f"{', '.join(specs)}")
-        data = self._features_of(request)
+        data = self.features_of(request)
         if len(data) == 0:  # XGBoost answers no rows with a shapeless array
             return {name: np.empty([0, *specs[name].shape[1:]],
                                    np.int64 if name == "label" else np.float32)
@@ -201,92 +204,31 @@ class XGBoostModel(Model):
         return values.astype(np.int64)  # multi:softmax, binary:hinge: already class indices
 
     # -- request to features --------------------------------------------------------------------
-    def _features_of(self, request: InferRequest) -> Any:
-        inputs = request.inputs
-        features = self.features
-        if len(inputs) == 1 and not (features and inputs[0].name in features
-                                     and inputs[0].data.ndim == 1):
-            if any(self.categorical):
+    def features_of(self, request: InferRequest) -> Any:
+        data = self.features.read(request)
+        if type(data) is np.ndarray and not self.has_categories:
+            return self._matrix(data)
+        if self.has_categories:
+            if isinstance(data, np.ndarray):
                 raise InvalidInput(
                     f"model '{self.name}' has categorical features: send one input per feature "
-                    f"({', '.join(features)}), or v1 instances as JSON objects")
-            return self._matrix(inputs[0].name, inputs[0].data)
-        if features is None:
-            raise InvalidInput(f"model '{self.name}' takes one [rows, {self.num_feature}] input, "
-                               f"got {len(inputs)} inputs")
-        return self._columns(request.as_numpy())
+                    f"({', '.join(self.features.names)}), or v1 instances as JSON objects")
+            return self.features.category_frame(data, self.categorical, np.float32)
+        return number_matrix(data, np.float32)
 
-    def _matrix(self, name: str, array: np.ndarray) -> np.ndarray:
-        if array.ndim != 2:
-            raise InvalidInput(f"model '{self.name}' expects a 2-D [rows, {self.num_feature}] "
-                               f"input, got shape {list(array.shape)}")
-        if array.shape[1] != self.num_feature:
-            raise InvalidInput(f"model '{self.name}' expects {self.num_feature} features per "
-                               f"row, got {array.shape[1]}")
-        if array.dtype.kind not in _NUMERIC:
-            raise InvalidInput(f"input '{name}' must be numbers (FP32, FP64, INT or BOOL), got "
-                               "BYTES")
-        if array.dtype.kind == "b" or array.dtype == np.float16:
+    @staticmethod
+    def _matrix(array: np.ndarray) -> np.ndarray:
+        kind = array.dtype.kind
+        if kind not in "fiu":
+            require_numbers("the input", array)  # raises for text
+            array = array.astype(np.float32)  # BOOL
+        elif array.dtype.char == "e":  # float16
             array = array.astype(np.float32)
         if not array.flags.aligned:
             # A binary tensor at an odd offset of the request body: XGBoost refuses misaligned
             # input, so it gets an aligned copy (about 1 µs for an iris row).
             return array.copy()
         return np.ascontiguousarray(array)
-
-    def _columns(self, columns: dict[str, np.ndarray]) -> Any:
-        features = self.features
-        unknown = [name for name in columns if name not in features]
-        missing = [name for name in features if name not in columns]
-        if unknown or missing:
-            problems = []
-            if missing:
-                problems.append(f"missing {', '.join(missing)}")
-            if unknown:
-                problems.append(f"unknown {', '.join(unknown)}")
-            raise InvalidInput(
-                f"model '{self.name}' expects features {', '.join(features)}: send one input per "
-                f"feature or one [rows, {len(features)}] input; {'; '.join(problems)}")
-        rows = None
-        flat = []
-        for name in features:
-            column = columns[name]
-            if column.ndim == 2 and column.shape[1] == 1:
-                column = column.reshape(-1)
-            if column.ndim != 1:
-                raise InvalidInput(f"input '{name}' must be 1-D [rows], got shape "
-                                   f"{list(column.shape)}")
-            if rows is not None and column.shape[0] != rows:
-                raise InvalidInput(f"feature columns do not line up: '{name}' has "
-                                   f"{column.shape[0]} rows, '{features[0]}' has {rows}")
-            rows = column.shape[0]
-            flat.append(column)
-        if any(self.categorical):
-            return self._frame(flat)
-        matrix = np.empty((rows, len(features)), dtype=np.float32)
-        for i, (name, column) in enumerate(zip(features, flat)):
-            if column.dtype.kind not in _NUMERIC:
-                raise InvalidInput(f"input '{name}' must be numbers, got BYTES")
-            matrix[:, i] = column
-        return matrix
-
-    def _frame(self, columns: list[np.ndarray]):
-        """Categorical features as pandas categories: XGBoost re-codes them to the categories
-        stored in the model, by value."""
-        import pandas as pd
-
-        frame = {}
-        for name, column, categorical in zip(self.features, columns, self.categorical):
-            if categorical:
-                if column.dtype == object:
-                    column = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                                       for v in column], dtype=object)
-                frame[name] = pd.Categorical(column)
-            elif column.dtype.kind not in _NUMERIC:
-                raise InvalidInput(f"input '{name}' must be numbers, got BYTES")
-            else:
-                frame[name] = column.astype(np.float32, copy=False)
-        return pd.DataFrame(frame)
 
 
 def _softmax(margin: np.ndarray) -> np.ndarray:
@@ -304,14 +246,15 @@ def find_booster(model_dir: str | os.PathLike) -> Path:
 
 def looks_like_booster(path: Path) -> bool:
     """Whether a file is an XGBoost model by its first bytes: JSON and UBJSON models both open
-    with the `learner` object; `.bst` is XGBoost's own ending whatever the format inside."""
-    if path.suffix == ".bst":
-        return True
+    with the `learner` object; `.bst` is XGBoost's own ending whatever the format inside, but
+    for LightGBM's text models, which KServe's lgbserver also names `.bst`."""
     try:
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError:
         return False
+    if path.suffix == ".bst":
+        return not head.startswith(b"tree\n")
     return head.startswith(b"{") and b"learner" in head
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..errors import InvalidInput, ModelFailed, ModelNotReady, ServingError, Timeout, Unavailable
 from ..model import Model, Route
 from ..ops.metrics import ModelMetrics
-from ..protocol import v2json
+from ..protocol import content_types, v2json
 from ..types import InferRequest, InferResponse, Reply, RouteRequest
 from .batching import Batcher, run_alone
 from .call import Call
@@ -68,11 +68,14 @@ class Runner:
         try:
             call.decoding = perf_counter()
             request = codec.decode(self.model)
+            typed = content_types.decode(request)  # MLServer's codecs' requests
             if request.outputs:
                 self.model.name_outputs(request)
             self._check_size(request)
             request.model_name = self.name
             response = await self._within_deadline(self._predict(request, call))
+            if typed:
+                content_types.mark(response)
             reply = codec.encode(response)
             call.encoded = perf_counter()
             return reply

@@ -1,0 +1,5 @@
+"""LightGBM runtime."""
+
+from .model import LightGBMModel
+
+__all__ = ["LightGBMModel"]
