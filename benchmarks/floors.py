@@ -5,7 +5,6 @@ server whose ModelInfer answers one fixed reply, on the grpcio this project runs
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 

@@ -49,6 +49,7 @@ class Image:
     formats: list[tuple[str, str]]
     without: list[str]  # distributions the framework requires that serving never imports
     writable: list[str]  # folders the runtime writes to: an emptyDir each in its manifest
+    system: list[str]  # Debian packages the runtime needs in the final image
 
     @property
     def is_runtime(self) -> bool:
@@ -72,12 +73,14 @@ def read_images(path: Path = TABLE) -> list[Image]:
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        name, dockerfile, source, framework, default, formats, without, writable = line.split()
+        name, dockerfile, source, framework, default, formats, without, writable, system = \
+            line.split()
         items = lambda v: [] if v == "-" else v.split(",")  # noqa: E731
         images.append(Image(
             name, dockerfile, source, "" if framework == "-" else framework,
             "" if default == "-" else default,
             [tuple(f.split(":")) for f in items(formats)], items(without), items(writable),
+            items(system),
         ))
     return images
 
@@ -152,6 +155,16 @@ def dockerfile(image: Image) -> str:
         "EXPOSE": expose,
         "ENTRYPOINT": entrypoint, "LABEL_ARGS": label_args, "EXTRA_LABELS": extra_labels,
         "BUILD_HINT": " [FRAMEWORK_VERSION=x]" if image.is_runtime else "",
+        # Shared libraries the framework links to that the base image lacks: their files join
+        # the runtime layer, so the final stage stays the same for every image.
+        "SYSTEM_PACKAGES": (
+            "# hadolint ignore=DL3008\n"
+            "RUN apt-get update \\\n"
+            f" && apt-get install -y --no-install-recommends {' '.join(image.system)} \\\n"
+            f" && for f in $(dpkg -L {' '.join(image.system)}); do \\\n"
+            "      case $f in *.so*) cp --parents --no-dereference -t /layers/runtime \"$f\";; esac; \\\n"
+            "    done \\\n"
+            " && rm -rf /var/lib/apt/lists/*") if image.system else "",
         # Runtime images fetch from the clouds; under KServe, the storage initializer (with
         # every scheme: hf:// and models:/ too) fetches first. Both SDKs would cost a runtime
         # image about 95 MB.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 import requests
 
-from conftest import REPO, ServerProcess, free_ports
+from conftest import REPO, free_ports
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
