@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -36,6 +35,7 @@ import requests
 import yaml
 
 from images_helpers import IMAGES, REPO, VERSION, generate
+from ports import free_port, free_ports
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("TEST_IMAGES") != "1",
@@ -80,12 +80,6 @@ def example_model(image) -> Path:
 def tool(*args: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([TOOL, *args], capture_output=True, text=True, check=check,
                           timeout=timeout, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 _built: dict[str, str] = {}
@@ -187,7 +181,7 @@ def kserve_options(image, tmp_path: Path, user: str,
     manifest, with its ports published on free host ports."""
     container, _ = manifest_container(image)
     args = [a.replace("{{.Name}}", MODEL) for a in container["args"]]
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     # A network of the pod's own, so that the manifest's ports are used as they are.
     options = ["--user", user, "--network", "bridge",
                "-p", f"127.0.0.1:{http_port}:{generate.HTTP_PORT}",
@@ -361,7 +355,7 @@ def test_kserve_pod(image, user, containers, s3, tmp_path):
 
 
 def one_container(containers, image, env: dict, user: str | None = None) -> Runtime:
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     options = [*HOST_NETWORK, *(["--user", user] if user else [])]
     return Runtime(containers(image_ref(image.name), f"--http_port={http_port}",
                               f"--grpc_port={grpc_port}", env=env, options=options),
@@ -385,7 +379,7 @@ def test_storage_uri_from_s3(image, containers, s3):
 def test_storage_uri_already_in_model_dir(image, containers):
     """STORAGE_URI=/mnt/models, a folder already filled and mounted read-only: nothing to
     fetch."""
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     container = containers(
         image_ref(image.name), f"--model_name={MODEL}", f"--http_port={http_port}",
         f"--grpc_port={grpc_port}", env={"STORAGE_URI": "/mnt/models"},

@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 import requests
 
-from conftest import REPO, free_ports
+from ports import free_ports
+
+REPO = Path(__file__).resolve().parents[2]
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote
 
 import certifi
 import pytest
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -31,12 +32,6 @@ AZURITE = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 AZURE_ACCOUNT = "devstoreaccount1"
 AZURE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
              "K1SZFPTOtr/KBHBeksoGMGw==")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], log: Path, port: int, env: dict | None = None,
