@@ -162,7 +162,8 @@ def dockerfile(image: Image) -> str:
             "RUN apt-get update \\\n"
             f" && apt-get install -y --no-install-recommends {' '.join(image.system)} \\\n"
             f" && for f in $(dpkg -L {' '.join(image.system)}); do \\\n"
-            "      case $f in *.so*) cp --parents --no-dereference -t /layers/runtime \"$f\";; esac; \\\n"
+            "      case $f in *.so*) \\\n"
+            "        cp --parents --no-dereference -t /layers/runtime \"$f\";; esac; \\\n"
             "    done \\\n"
             " && rm -rf /var/lib/apt/lists/*") if image.system else "",
         # Runtime images fetch from the clouds; under KServe, the storage initializer (with

@@ -60,23 +60,38 @@ class Forest:
         try:
             forest = cls(estimator)
             width = estimator.n_features_in_
-            probe = np.random.default_rng(0).normal(size=(64, width)) * 3
+            probe = np.random.default_rng(0).normal(size=(64, width)).astype(np.float32) * 3
+            ours = cls.rows(probe)
             if forest.classifier:
-                same = (np.array_equal(forest.predict_proba(probe),
+                same = (np.array_equal(forest.predict_proba(ours),
                                        estimator.predict_proba(probe))
-                        and np.array_equal(forest.predict(probe), estimator.predict(probe)))
+                        and np.array_equal(forest.predict(ours), estimator.predict(probe)))
             else:
-                same = np.array_equal(forest.predict(probe), estimator.predict(probe))
+                same = np.array_equal(forest.predict(ours), estimator.predict(probe))
             if not same:
                 raise ValueError("its answers differ from scikit-learn's")
+            log.info("%d trees of depth up to %d, evaluated together", forest.n_trees,
+                     forest.depth)
             return forest
         except Exception as exc:  # any surprise at all: scikit-learn's own predict answers
             log.warning("the forest is predicted by scikit-learn itself (%s)", exc)
             return None
 
-    def leaves(self, features: np.ndarray) -> np.ndarray:
-        """Each row's leaf in each tree: [rows, trees] node indices."""
-        x = np.asarray(features, dtype=np.float32).astype(np.float64)  # as scikit-learn compares
+    @staticmethod
+    def rows(features: Any) -> np.ndarray | None:
+        """The features as the float32 matrix scikit-learn's trees read; None when they hold
+        something only scikit-learn's own predict handles right (text, missing or infinite
+        values, whose routing and errors are its own)."""
+        x = features.to_numpy() if hasattr(features, "to_numpy") else features
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype.kind not in "biuf":
+            return None
+        with np.errstate(over="ignore"):  # past float32's range is inf: scikit-learn's way
+            x = x.astype(np.float32)
+        return x if np.isfinite(x).all() else None
+
+    def leaves(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's leaf in each tree: [rows, trees] node indices; `rows` from `rows()`."""
+        x = rows.astype(np.float64)  # float32 values, compared as scikit-learn compares them
         rows = np.arange(len(x))[:, None]
         node = np.broadcast_to(self.roots, (len(x), self.n_trees)).copy()
         for _ in range(self.depth):
@@ -88,11 +103,11 @@ class Forest:
         # Tree after tree (a cumulative sum adds in order), as the forest adds them.
         return np.cumsum(self.values[leaves], axis=1)[:, -1] / self.n_trees
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return self._mean(self.leaves(features))
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        return self._mean(self.leaves(rows))
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        mean = self._mean(self.leaves(features))
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        mean = self._mean(self.leaves(rows))
         if self.classifier:
             return self.classes.take(np.argmax(mean, axis=1), axis=0)
         return mean

@@ -16,6 +16,8 @@ from modelserver.datatypes import from_numpy
 from modelserver.runtime.files import find_model_file
 from modelserver.runtime.tabular import Features, as_text
 
+from .forest import Forest
+
 log = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".joblib", ".pkl", ".pickle", ".skops")
@@ -31,6 +33,7 @@ class SKLearnModel(Model):
         self.model_dir = model_dir
         self.estimator: Any = None
         self.features = Features(name)
+        self.forest: Forest | None = None  # a forest's own evaluator, when it has one
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -47,6 +50,7 @@ class SKLearnModel(Model):
             getattr(self.estimator, "n_features_in_", None),
             {k: v for k, v in input_datatypes(self.estimator).items() if v},
             overrides=self.settings.inputs)
+        self.forest = Forest.create(self.estimator)
         # KServe's switch: v1 answers with probabilities instead of labels.
         proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
         self.settings = self.settings.default(outputs=("predict_proba" if proba else "predict",))
@@ -84,10 +88,18 @@ class SKLearnModel(Model):
                     f"model '{self.name}' has no output '{name}'; it has {', '.join(available)}"
                 )
             try:
-                results[name] = getattr(self.estimator, name)(features)
+                results[name] = self._call(name, features)
             except (ValueError, TypeError) as exc:  # sklearn's word for input it cannot use
                 raise InvalidInput(f"model '{self.name}' cannot use this input: {exc}") from None
         return results
+
+    def _call(self, output: str, features: Any) -> np.ndarray:
+        """The estimator's `predict` or `predict_proba`; a forest's through its evaluator."""
+        if self.forest is not None:
+            rows = self.forest.rows(features)
+            if rows is not None:
+                return getattr(self.forest, output)(rows)
+        return getattr(self.estimator, output)(features)
 
     def features_of(self, request: InferRequest) -> Any:
         """A plain array for a model fit on one; a DataFrame with the columns' names for a model
