@@ -19,9 +19,11 @@ EXAMPLES = REPO / "examples"
 
 
 class ServerProcess:
-    """A server subprocess with its own ports and log file."""
+    """A server subprocess with its own ports and log file, listening on `host` (reached on
+    loopback)."""
 
-    def __init__(self, command: list[str], log_path: Path, env: dict | None = None):
+    def __init__(self, command: list[str], log_path: Path, env: dict | None = None,
+                 host: str = "127.0.0.1"):
         self.http_port, self.grpc_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
@@ -29,7 +31,7 @@ class ServerProcess:
             *command,
             "--http_port", str(self.http_port),
             "--grpc_port", str(self.grpc_port),
-            "--host", "127.0.0.1",
+            "--host", host,
         ]
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -86,12 +88,14 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def launch(tmp_path_factory):
-    """`launch(*argv, env=..., wait=True)` runs `python *argv` as a server and stops it after."""
+    """`launch(*argv, env=..., wait=True, host=...)` runs `python *argv` as a server and stops it
+    after."""
     started: list[ServerProcess] = []
 
-    def _launch(*argv: str, env: dict | None = None, wait: bool = True) -> ServerProcess:
+    def _launch(*argv: str, env: dict | None = None, wait: bool = True,
+                host: str = "127.0.0.1") -> ServerProcess:
         log = tmp_path_factory.mktemp("server") / "server.log"
-        server = ServerProcess([sys.executable, *argv], log, env).start()
+        server = ServerProcess([sys.executable, *argv], log, env, host).start()
         started.append(server)
         if wait:
             server.wait_ready()

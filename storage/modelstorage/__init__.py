@@ -1,6 +1,7 @@
 """Shared model downloader: fetch a model URI into a local model directory, atomically."""
 
 from .download import download
-from .errors import StorageError
+from .errors import Refused, StorageError
+from .prefixes import UriPrefixes
 
-__all__ = ["StorageError", "download"]
+__all__ = ["Refused", "StorageError", "UriPrefixes", "download"]

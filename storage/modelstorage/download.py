@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,17 +29,21 @@ SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):/")
 AZURE_HOST = ".blob.core.windows.net"  # KServe's Azure URIs are https:// URLs of this host
 
 
-def download(uri: str, dest: str | os.PathLike) -> Path:
+def download(uri: str, dest: str | os.PathLike, *,
+             allow_redirect: Callable[[str], bool] | None = None) -> Path:
     """Fetch `uri` into the folder `dest` and return it (absolute). Raises StorageError, whose
     message names the URI and the cause, for every failure. Messages, logs and the marker show
-    the URI without the secrets it may carry (a SAS token, a signature, a password)."""
+    the URI without the secrets it may carry (a SAS token, a signature, a password).
+
+    `allow_redirect(url)` is asked about every http(s) redirect before it is followed; one it
+    does not allow fails the download with `Refused`."""
     dest = Path(dest).absolute()
     shown = scrub(uri, uri)
     try:
-        return _download(uri, shown, dest)
+        return _download(uri, shown, dest, allow_redirect)
     except StorageError as exc:
         message = scrub(str(exc), uri)
-        raise StorageError(message if message.startswith(shown) else f"{shown}: {message}") \
+        raise type(exc)(message if message.startswith(shown) else f"{shown}: {message}") \
             from None
     except Exception as exc:  # a disk error or one no backend classified: still one message
         log.debug("downloading %s failed", shown, exc_info=True)
@@ -49,7 +54,8 @@ def download(uri: str, dest: str | os.PathLike) -> Path:
         raise StorageError(f"{shown}: {scrub(cause, uri)}") from exc
 
 
-def _download(uri: str, shown: str, dest: Path) -> Path:
+def _download(uri: str, shown: str, dest: Path,
+              allow_redirect: Callable[[str], bool] | None) -> Path:
     backend = _backend(uri)
     if backend.__name__.endswith(".local") and backend.local_path(uri).resolve() == dest.resolve():
         log.info("%s is the model directory itself; nothing to fetch", shown)
@@ -58,7 +64,7 @@ def _download(uri: str, shown: str, dest: Path) -> Path:
         return dest
     with locked(dest):
         if not _already_there(dest, shown):  # a download we waited for may have fetched it
-            _fetch(backend, uri, shown, dest)
+            _fetch(backend, uri, shown, dest, allow_redirect)
     return dest
 
 
@@ -69,11 +75,15 @@ def _already_there(dest: Path, shown: str) -> bool:
     return False
 
 
-def _fetch(backend, uri: str, shown: str, dest: Path) -> None:
+def _fetch(backend, uri: str, shown: str, dest: Path,
+           allow_redirect: Callable[[str], bool] | None) -> None:
     stage = make_stage(dest)
     try:
         progress = Progress(shown)
-        backend.fetch(uri, stage, progress)
+        if allow_redirect is not None and getattr(backend, "FOLLOWS_REDIRECTS", False):
+            backend.fetch(uri, stage, progress, allow_redirect=allow_redirect)
+        else:
+            backend.fetch(uri, stage, progress)
         _unpack_lone_archive(stage)
         write_marker(stage, shown)  # two URIs that differ only in a SAS name the same files
         commit(stage, dest)
@@ -82,8 +92,13 @@ def _fetch(backend, uri: str, shown: str, dest: Path) -> None:
     progress.done()
 
 
+def scheme_of(uri: str) -> str:
+    """The URI's scheme, lower-case; "" for a path."""
+    return match[1].lower() if (match := SCHEME.match(uri)) else ""
+
+
 def _backend(uri: str):
-    scheme = match[1].lower() if (match := SCHEME.match(uri)) else ""
+    scheme = scheme_of(uri)
     if scheme not in BACKENDS:
         raise StorageError(f"unsupported scheme {scheme!r}; use s3://, gs://, http(s)://, "
                            "https://<account>.blob.core.windows.net/, hf://, models:/, runs:/, "

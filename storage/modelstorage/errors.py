@@ -7,6 +7,10 @@ class StorageError(Exception):
     """A download failed; the message names the URI and the cause."""
 
 
+class Refused(StorageError):
+    """The download was asked to go somewhere it may not (a redirect the caller did not allow)."""
+
+
 class TransientError(StorageError):
     """A failure worth retrying: a dropped connection, a 5xx, throttling, a failed check."""
 

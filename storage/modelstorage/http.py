@@ -1,21 +1,24 @@
-"""One file over http(s), redirects followed. Request headers (for auth) come from
-STORAGE_HTTP_HEADERS, a JSON object, and from KServe's `<host>-headers` variable for the
-URI's host; requests drops Authorization when a redirect leads to another host."""
+"""One file over http(s), redirects followed (each first checked, when the caller gives a check).
+Request headers (for auth) come from STORAGE_HTTP_HEADERS, a JSON object, and from KServe's
+`<host>-headers` variable for the URI's host; requests drops Authorization when a redirect leads
+to another host."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
-from .errors import StorageError, TransientError, scrub
+from .errors import Refused, StorageError, TransientError, scrub
 from .limits import Limits
 from .retry import with_retries
 
+FOLLOWS_REDIRECTS = True  # so `fetch` takes `allow_redirect`
 CHUNK = 1 << 20
 # urllib3 reads this many raw bytes at a time for a decoded body: small, so that the bytes
 # received so far, which the expansion ratio is measured against, grow in small steps.
@@ -51,14 +54,29 @@ def file_name(url: str, disposition: str | None) -> str:
     return name if name not in ("", ".", "..") else "model"
 
 
-def fetch(uri: str, stage: Path, progress) -> None:
+def fetch(uri: str, stage: Path, progress,
+          allow_redirect: Callable[[str], bool] | None = None) -> None:
     headers = headers_for(uri)
-    with_retries(lambda: _get(uri, headers, stage, progress), progress.uri)
+    hooks = {"response": _redirect_check(allow_redirect, uri)} if allow_redirect else {}
+    with_retries(lambda: _get(uri, headers, hooks, stage, progress), progress.uri)
 
 
-def _get(uri: str, headers: dict[str, str], stage: Path, progress) -> None:
+def _redirect_check(allow: Callable[[str], bool], uri: str):
+    """A response hook: requests calls it on each response before following its redirect."""
+
+    def check(reply: requests.Response, **_) -> None:
+        if reply.is_redirect:
+            target = urljoin(reply.url, reply.headers["location"])
+            if not allow(target):
+                raise Refused(f"it redirects to {scrub(target, target)}, which is not allowed")
+
+    return check
+
+
+def _get(uri: str, headers: dict[str, str], hooks: dict, stage: Path, progress) -> None:
     try:
-        with requests.get(uri, headers=headers, stream=True, timeout=TIMEOUT) as reply:
+        with requests.get(uri, headers=headers, hooks=hooks, stream=True,
+                          timeout=TIMEOUT) as reply:
             if reply.status_code == 429 or reply.status_code >= 500:
                 raise TransientError(f"HTTP {reply.status_code} {reply.reason}")
             if reply.status_code >= 400:

@@ -217,9 +217,9 @@ def test_two_loads_of_one_model_at_once_both_succeed(launch, tmp_path):
     threading.Thread(target=source.serve_forever, daemon=True).start()
     try:
         (tmp_path / "repo").mkdir()
-        server = launch("-m", "sklearnserver", "--model_dir", str(tmp_path / "repo"),
-                        "--multi_model")
         uri = f"http://127.0.0.1:{source.server_port}/model.joblib"
+        server = launch("-m", "sklearnserver", "--model_dir", str(tmp_path / "repo"),
+                        "--multi_model", "--allowed_storage_uris", uri)
 
         def load(_):
             return requests.post(server.url + "/v2/repository/models/fetched/load",

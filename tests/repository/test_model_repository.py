@@ -73,8 +73,10 @@ def repository(tmp_path_factory, tree_model):
 
 
 @pytest.fixture(scope="module")
-def server(launch, repository):
-    return launch("-m", "sklearnserver", "--model_dir", str(repository))
+def server(launch, repository, tmp_path_factory):
+    # Loads may fetch from the tests' temporary folders.
+    return launch("-m", "sklearnserver", "--model_dir", str(repository),
+                  "--allowed_storage_uris", str(tmp_path_factory.getbasetemp()))
 
 
 def test_every_folder_is_a_model_and_loads_at_start(server):

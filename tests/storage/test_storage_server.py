@@ -61,7 +61,8 @@ def test_repository_load_from_s3(launch, s3, s3_endpoint, tmp_path):
     root.mkdir()
     env = s3_env(s3_endpoint, "")
     env.pop("STORAGE_URI")
-    server = launch("-m", "sklearnserver", "--model_dir", str(root), "--multi_model", env=env)
+    server = launch("-m", "sklearnserver", "--model_dir", str(root), "--multi_model",
+                    "--allowed_storage_uris", "s3://repo/models/", env=env)
     load = requests.post(server.url + "/v2/repository/models/flower/load",
                          json={"parameters": {"storage_uri": "s3://repo/models/flower"}})
     assert load.status_code == 200, load.text
@@ -93,7 +94,7 @@ def test_repository_load_from_the_hub(launch, hub, hub_server, tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
     server = launch("-m", "sklearnserver", "--model_dir", str(root), "--multi_model",
-                    env={"HF_ENDPOINT": hub_server[0]})
+                    "--allowed_storage_uris", "hf://org/", env={"HF_ENDPOINT": hub_server[0]})
     load = requests.post(server.url + "/v2/repository/models/flower/load",
                          json={"parameters": {"storage_uri": "hf://org/flower"}})
     assert load.status_code == 200, load.text

@@ -83,6 +83,26 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
     limits.add_argument("--graceful_shutdown_seconds", type=float, default=25.0,
                         help="on SIGTERM, how long in-flight requests may take to finish "
                              "(default: 25, inside Kubernetes' 30-second grace period)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--admin_token_file", default=env("ADMIN_TOKEN_FILE"),
+                          help="a file holding the token every call of the repository API "
+                               "(index, load, unload) must carry, from any client, as "
+                               "'Authorization: Bearer <token>'; read again when it changes "
+                               "(env ADMIN_TOKEN_FILE; default: none, and only clients on this "
+                               "host may call it)")
+    security.add_argument("--allowed_storage_uris", type=_prefixes,
+                          default=_prefixes(env("ALLOWED_STORAGE_URIS", "")),
+                          help="comma-separated prefixes a load's storage_uri must lie under, "
+                               "whole path segments: s3://models/,gs://team/prod/ (env "
+                               "ALLOWED_STORAGE_URIS; default: none, every storage_uri is "
+                               "refused)")
+    security.add_argument("--ssl_certfile", default=None,
+                          help="PEM certificate (chain): REST and gRPC over TLS; the files are "
+                               "read again when they change (default: plain text)")
+    security.add_argument("--ssl_keyfile", default=None, help="the certificate's PEM key")
+    security.add_argument("--ssl_ca_certs", default=None,
+                          help="PEM CA certificates: clients must present a certificate one of "
+                               "them signed (mutual TLS; default: no client certificates)")
     parser.add_argument("--enable_tracing", type=str2bool, nargs="?", const=True, default=None,
                         help="OpenTelemetry traces of inference requests, sent as OTEL_* "
                              "variables say (default: on when OTEL_TRACES_EXPORTER or "
@@ -130,4 +150,26 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
         log.warning("ignoring unknown arguments: %s", " ".join(unknown))
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    try:
+        check_security(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def _prefixes(value: str) -> list[str]:
+    return [prefix.strip() for prefix in value.split(",") if prefix.strip()]
+
+
+def check_security(args) -> None:
+    """Refuse to start on a security flag that cannot work: ValueError, saying why."""
+    from .core.access import SourcePolicy, TokenFile
+    from .transports.tls import TlsFiles
+
+    if args.admin_token_file:
+        TokenFile(args.admin_token_file).read()
+    SourcePolicy(args.allowed_storage_uris)
+    if args.ssl_certfile or args.ssl_keyfile or args.ssl_ca_certs:
+        if not (args.ssl_certfile and args.ssl_keyfile):
+            raise ValueError("TLS needs both --ssl_certfile and --ssl_keyfile")
+        TlsFiles.from_args(args).check()

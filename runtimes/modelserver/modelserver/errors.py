@@ -1,18 +1,50 @@
 """Errors that map to a protocol status. Transports translate them; nothing else does."""
 
+from __future__ import annotations
+
 
 class ServingError(Exception):
-    """An error with a protocol-level meaning. `status` is the HTTP status code."""
+    """An error with a protocol-level meaning. `status` is the HTTP status code; `headers` are
+    what a REST answer carries besides its JSON body."""
 
     status = 500
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
 
+    def reworded(self, message: str) -> ServingError:
+        """The same error, saying `message` instead."""
+        return _restore(type(self), message)
+
+    def __reduce__(self):
+        # Pickled as its class and message (worker processes hand errors to each other): the
+        # subclasses' constructors take other arguments than the message.
+        return _restore, (type(self), self.message)
+
+
+def _restore(cls: type[ServingError], message: str) -> ServingError:
+    error = cls.__new__(cls)
+    ServingError.__init__(error, message)
+    return error
+
 
 class InvalidInput(ServingError):
     status = 400
+
+
+class Unauthenticated(ServingError):
+    """The call needs credentials it did not carry, or carried wrong ones."""
+
+    status = 401
+    headers = ((b"www-authenticate", b'Bearer realm="modelserver"'),)
+
+
+class Forbidden(ServingError):
+    """The caller, or what it asks for, is not allowed."""
+
+    status = 403
 
 
 class NotFound(ServingError):

@@ -31,6 +31,9 @@ class Model:
 
     version: str = "1"
     platform: str = ""
+    # The storage_uri a repository load request fetched this model's files from; None when the
+    # files were there already (put there by whoever runs the server).
+    fetched_from: str | None = None
     # The runtime's own defaults for its settings (see settings.py), e.g. {"max_batch_size": 128}
     # for a row-wise predict; flags and settings.json win over them.
     defaults: ClassVar[Mapping[str, Any]] = {}

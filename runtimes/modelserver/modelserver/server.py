@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -12,9 +11,9 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .args import add_runtime_flags, build_parser, flag_settings, parse_args
+from .core.access import AccessPolicy, SourcePolicy
 from .core.dataplane import DataPlane
 from .core.poller import Poller
 from .core.recorder import Recorder
@@ -31,6 +30,8 @@ from .runtime.registry import can_any_load
 from .settings import SETTINGS_FILE, read_settings
 from .transports.http import HttpServer, Limits
 from .transports.rest import RestApp
+from .transports.tls import TlsFiles
+from .workers import Supervisor, WorkerPeers, Workers
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ class Serving:
     default_class: type[Model] | None = None
     # The settings.json of a given model's folder, by model name.
     folder_settings: dict[str, dict] = field(default_factory=dict)
-
-
-@dataclass
-class Workers:
-    """What a worker shares with the others when there are several."""
-
-    loaded: Any  # a shared counter of the workers whose models have all loaded
-    metrics: Path  # the folder their metrics snapshots meet in
 
 
 class ModelServer:
@@ -74,30 +67,10 @@ class ModelServer:
         if self.args.workers == 1:
             sys.exit(_run_worker(self.args, serving, threads))
         with tempfile.TemporaryDirectory(prefix="modelserver-metrics-") as metrics_dir:
-            sys.exit(self._run_workers(serving, threads, Path(metrics_dir)))
-
-    def _run_workers(self, serving: Serving, threads: int, metrics_dir: Path) -> int:
-        # Spawned, not forked: a child forked after a framework's thread pool has run deadlocks.
-        context = multiprocessing.get_context("spawn")
-        shared = Workers(context.Value("i", 0), metrics_dir)
-        workers = [
-            context.Process(target=_worker_main, args=(self.args, serving, threads, shared),
-                            name=f"worker-{i}")
-            for i in range(self.args.workers)
-        ]
-        for worker in workers:
-            worker.start()
-
-        def forward(signum, _frame):
-            for worker in workers:
-                if worker.is_alive():
-                    os.kill(worker.pid, signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        for worker in workers:
-            worker.join()
-        return max((w.exitcode or 0) for w in workers)
+            supervisor = Supervisor(self.args.workers, _worker_main,
+                                    (self.args, serving, threads), Path(metrics_dir),
+                                    self.args.graceful_shutdown_seconds)
+            sys.exit(supervisor.run())
 
 
 def _open_files_for(connections: int) -> None:
@@ -151,9 +124,10 @@ def _run_worker(args, serving: Serving, threads: int, shared: Workers | None = N
     except ValueError as exc:  # a given model's settings are wrong
         log.error("%s", exc)
         return 1
-    peers_ready = None if shared is None else (lambda: shared.loaded.value >= args.workers)
     tracer = tracing.Tracer(args.prog) if tracing.wanted(args.enable_tracing) else None
-    dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer), peers_ready)
+    dataplane = DataPlane(repository, Recorder(metrics, access_log, tracer),
+                          access=AccessPolicy(args.admin_token_file),
+                          sources=SourcePolicy(args.allowed_storage_uris))
     sock = _listen(args.host, args.http_port, reuse_port=args.workers > 1)
     code = _run_loop(_serve(args, serving, dataplane, metrics, sock, shared))
     if tracer is not None:
@@ -170,33 +144,40 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    repository = dataplane.repository
+    if shared is not None:  # repository changes go through the parent, to every worker
+        peers = dataplane.peers = WorkerPeers(shared, dataplane)
+        link = loop.create_task(peers.serve())
+        link.add_done_callback(lambda _: _parent_gone(stop))
+    tls = TlsFiles.from_args(args)
     grpc_server = None
     if args.enable_grpc:  # in this process's event loop, beside REST
         from .transports import grpc
 
         try:
+            # Files of its own: gRPC looks at them from its own threads.
             grpc_server = await grpc.start(dataplane, args.host, args.grpc_port,
                                            max_message_bytes=args.grpc_max_message_bytes,
-                                           reuse_port=args.workers > 1)
+                                           reuse_port=args.workers > 1,
+                                           tls=TlsFiles.from_args(args))
         except OSError as exc:
             log.error("%s", exc)
             return 1
-        log.info("gRPC on %s (pid %d)", grpc_server.address, os.getpid())
-    if serving.root is not None and args.load_at_startup:
-        repository.expect(repository.on_disk())  # readiness waits for every folder
+        log.info("gRPC%s on %s (pid %d)", " (TLS)" if tls else "", grpc_server.address,
+                 os.getpid())
     poller = None
     if serving.root is not None and args.repository_poll_seconds > 0:
         poller = Poller(dataplane, args.repository_poll_seconds)
         dataplane.polled = True
-    loader = loop.create_task(_load_models(args, serving, dataplane, shared, poller))
+    startup = startup_models(args, serving, dataplane.repository, shared)
+    loader = loop.create_task(_load_models(startup, dataplane, poller))
     loader.add_done_callback(lambda task: task.cancelled() or task.result() or stop.set())
     http = HttpServer(RestApp(dataplane, metrics, args.max_request_bytes).handle, Limits(
         max_header_bytes=args.max_header_bytes, max_body_bytes=args.max_request_bytes,
         read_timeout=args.request_read_timeout_seconds, keep_alive=args.keep_alive_timeout,
         max_connections=args.max_connections))
-    await http.start(sock)
-    log.info("REST on %s:%d (pid %d)", args.host, args.http_port, os.getpid())
+    await http.start(sock, ssl=tls.rest_context() if tls else None)
+    log.info("REST%s on %s:%d (pid %d)", " (TLS)" if tls else "", args.host, args.http_port,
+             os.getpid())
     await stop.wait()
     failed = loader.done() and not loader.cancelled() and loader.result() is False
     dataplane.draining = True
@@ -213,27 +194,50 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
     return 1 if failed else 0
 
 
-async def _load_models(args, serving: Serving, dataplane: DataPlane, shared: Workers | None,
+def _parent_gone(stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.error("the parent process has gone: stopping (pid %d)", os.getpid())
+        stop.set()
+
+
+def startup_models(args, serving: Serving, repository: ModelRepository,
+                   shared: Workers | None) -> dict[str, str | None]:
+    """The repository's models a worker loads at start, each with the storage_uri its files
+    came from: every folder (with `--load_at_startup`), then the changes the repository API
+    made before this worker started (a worker that replaces one that died). Readiness waits
+    for all of them."""
+    names: dict[str, str | None] = {}
+    if serving.root is not None and args.load_at_startup:
+        names = dict.fromkeys(repository.on_disk())
+    for name, (loaded, source) in (shared.journal if shared is not None else {}).items():
+        if loaded:
+            names[name] = source
+        else:
+            names.pop(name, None)
+            repository.unloaded(name)
+    repository.expect(list(names))
+    return names
+
+
+async def _load_models(startup: dict[str, str | None], dataplane: DataPlane,
                        poller: Poller | None) -> bool:
-    """Load the repository's folders (one that fails stays UNAVAILABLE) and the given models
+    """Load the repository's models (one that fails stays UNAVAILABLE) and the given models
     (one that fails stops the server), then start polling if asked; False when a given model
     failed."""
     repository = dataplane.repository
-    if serving.root is not None and args.load_at_startup:
-        for name in repository.on_disk():
-            try:
-                await dataplane.load_from_disk(name)
-            except Exception as exc:
-                log.error("model '%s' failed to load: %s", name, str(exc))
+    for name, source in startup.items():
+        try:
+            await dataplane.apply_load(name, source, fetched=True)
+        except Exception as exc:
+            log.error("model '%s' failed to load: %s", name, str(exc))
     try:
         await repository.load_given()
     except Exception as exc:
         log.error("%s", exc)
         log.debug("load failure", exc_info=True)
         return False
-    if shared is not None:
-        with shared.loaded.get_lock():
-            shared.loaded.value += 1
+    if dataplane.peers is not None:
+        dataplane.peers.loaded()
     if poller is not None:
         poller.start()
     return True

@@ -43,8 +43,12 @@ class SKLearnModel(Model):
         return any(p.suffix in MODEL_EXTENSIONS and p.is_file() for p in folder.iterdir())
 
     def load(self) -> bool:
-        self.estimator = load_estimator(
-            find_model_file(self.model_dir, MODEL_EXTENSIONS, "scikit-learn"))
+        path = find_model_file(self.model_dir, MODEL_EXTENSIONS, "scikit-learn")
+        if self.fetched_from is not None and path.suffix != ".skops":
+            log.warning("%s came from %s through the repository API and is a pickle: loading "
+                        "it runs whatever code it holds; use .skops for models you do not "
+                        "fully trust", path.name, self.fetched_from)
+        self.estimator = load_estimator(path)
         self.features = Features.of(
             self.name, getattr(self.estimator, "feature_names_in_", None),
             getattr(self.estimator, "n_features_in_", None),

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from modelstorage import Refused, StorageError, download
+from modelstorage.errors import scrub
 
 from .. import __version__
 from ..errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     MethodNotAllowed,
     ModelFailed,
@@ -24,6 +28,7 @@ from ..errors import (
 from ..model import Route
 from ..protocol.modelconfig import model_config
 from ..types import Reply
+from .access import AccessPolicy, Caller, SourcePolicy
 from .call import Call
 from .recorder import Recorder
 from .repository import ModelRepository
@@ -37,18 +42,32 @@ SERVER_NAME = "modelserver"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 
-def fetch(uri: str, folder) -> None:
-    from modelstorage import StorageError, download
-
+def fetch(uri: str, folder, allow_redirect: Callable[[str], bool]) -> None:
     try:
-        download(uri, folder)
+        download(uri, folder, allow_redirect=allow_redirect)
+    except Refused as exc:
+        raise Forbidden(f"could not fetch {scrub(uri, uri)}: {exc}") from None
     except StorageError as exc:
-        raise InvalidInput(f"could not fetch {uri}: {exc}") from None
+        raise InvalidInput(f"could not fetch {scrub(uri, uri)}: {exc}") from None
+
+
+class Peers(Protocol):
+    """The other worker processes, when there are several: repository changes go to all of
+    them (see modelserver/workers.py), and the index is theirs together."""
+
+    def ready(self) -> bool: ...
+
+    async def index(self, ready_only: bool) -> list[dict[str, str]]: ...
+
+    async def load(self, name: str, uri: str | None) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
 
 
 class DataPlane:
     def __init__(self, repository: ModelRepository, recorder: Recorder,
-                 peers_ready: Callable[[], bool] | None = None):
+                 peers: Peers | None = None, *, access: AccessPolicy | None = None,
+                 sources: SourcePolicy | None = None):
         self.repository = repository
         self.recorder = recorder
         # Whether transports pass the caller's trace context on (only when tracing is on).
@@ -56,8 +75,11 @@ class DataPlane:
         # Whether the repository folder is polled: then it, not the API, decides what serves.
         self.polled = False
         self.draining = False  # set at SIGTERM: not ready any more, in-flight work finishes
-        # With several worker processes, the server is ready only once every one of them is.
-        self.peers_ready = peers_ready
+        # With several worker processes: the server is ready only once every one of them is,
+        # and the repository changes in all of them at once.
+        self.peers = peers
+        self.access = access or AccessPolicy()  # by default: loopback callers only
+        self.sources = sources or SourcePolicy()  # by default: no storage_uri at all
 
     # -- health and metadata --------------------------------------------------------------------
     def live(self) -> bool:
@@ -65,7 +87,7 @@ class DataPlane:
 
     def ready(self) -> bool:
         return (not self.draining and self.repository.all_ready()
-                and (self.peers_ready is None or self.peers_ready()))
+                and (self.peers is None or self.peers.ready()))
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
@@ -106,30 +128,65 @@ class DataPlane:
         return {"model_stats": [r.stats.as_dict(r.name, r.version) for r in runners]}
 
     # -- model repository -----------------------------------------------------------------------
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+    # What a caller asks: checked here (who calls, and where a load fetches from), then done in
+    # this process, or with several workers in every one of them.
+    async def repository_index(self, caller: Caller,
+                               ready_only: bool = False) -> list[dict[str, str]]:
+        self.access.check(caller)
+        if self.peers is not None:
+            return await self.peers.index(ready_only)
         return self.repository.index(ready_only)
 
-    async def load_model(self, name: str, parameters: dict | None = None) -> None:
+    async def load_model(self, name: str, parameters: dict | None, caller: Caller) -> None:
         """The repository API's load: (re)load `<model_dir>/<name>`, first fetching
         `storage_uri` into it if given."""
+        self.access.check(caller)
         self._not_polled()
         uri = (parameters or {}).get("storage_uri")
-        async with self.repository.exclusive(name):
-            if uri is not None:
-                folder = self.repository.folder_for_download(name)
-                await in_thread(fetch, uri, folder, name=f"fetch-{name}")
-            await self._load(name)
+        if uri is not None:
+            self.sources.check(uri)
+        if self.peers is not None:
+            await self.peers.load(name, uri)
+        else:
+            await self.apply_load(name, uri)
 
-    async def unload_model(self, name: str) -> None:
+    async def unload_model(self, name: str, caller: Caller) -> None:
         """The repository API's unload."""
+        self.access.check(caller)
         self._not_polled()
+        if self.peers is not None:
+            await self.peers.unload(name)
+        else:
+            await self.apply_unload(name)
+
+    # What this process does, once a change is allowed (and for the models it starts with).
+    async def fetch(self, name: str, uri: str) -> None:
+        """Fetch `uri` into `<model_dir>/<name>`; every redirect on the way must be allowed."""
+        async with self.repository.exclusive(name):
+            await self._fetch(name, uri)
+
+    async def _fetch(self, name: str, uri: str) -> None:
+        folder = self.repository.folder_for_download(name)
+        await in_thread(fetch, uri, folder, self.sources.allows, name=f"fetch-{name}")
+
+    async def apply_load(self, name: str, uri: str | None = None, *,
+                         fetched: bool = False) -> None:
+        """Load `<model_dir>/<name>` here as it is on disk (at start, after the API asked, when
+        polling finds it changed), first fetching `uri` into it unless it is `fetched` already;
+        a model whose files came from `uri` knows it (`Model.fetched_from`)."""
+        async with self.repository.exclusive(name):
+            if uri is not None and not fetched:
+                await self._fetch(name, uri)
+            try:
+                await self.repository.load_from_disk(name, fetched_from=uri and scrub(uri, uri))
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise ModelFailed(f"failed to load model '{name}': {exc}") from None
+
+    async def apply_unload(self, name: str) -> None:
         async with self.repository.exclusive(name):
             await self.repository.unload(name)
-
-    async def load_from_disk(self, name: str) -> None:
-        """(Re)load a folder as it is on disk: at start, and when polling finds it changed."""
-        async with self.repository.exclusive(name):
-            await self._load(name)
 
     async def forget(self, name: str) -> None:
         """A folder polling found gone: unload its model, if it has one, and forget it."""
@@ -137,14 +194,6 @@ class DataPlane:
             if name in self.repository.names():
                 await self.repository.unload(name)
             self.repository.forget(name)
-
-    async def _load(self, name: str) -> None:
-        try:
-            await self.repository.load_from_disk(name)
-        except ServingError:
-            raise
-        except Exception as exc:
-            raise ModelFailed(f"failed to load model '{name}': {exc}") from None
 
     def _not_polled(self) -> None:
         if self.polled:

@@ -81,7 +81,7 @@ class Poller:
             log.info("model folder '%s' %s: loading it", name,
                      "changed" if name in self.dataplane.repository.names() else "appeared")
             try:
-                await self.dataplane.load_from_disk(name)
+                await self.dataplane.apply_load(name)
             except Exception as exc:
                 log.error("model '%s' failed to load: %s", name, str(exc))
         for name in [n for n in self.applied if n not in current]:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ..runtime.registry import model_class_for
 from ..settings import SETTINGS_FILE, read_settings, resolve
 from .runner import Runner
 from .threads import in_thread
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class ModelRepository:
         self._models: dict[str, Runner] = {}
         self._unavailable: dict[str, Unavailable] = {}
         self._loading: set[str] = set()
-        self._exclusive: dict[str, list] = {}  # name -> [lock, users]: one change at a time
+        self._turns = Turns()  # one load or unload of a name at a time
+        self._fetched_from: dict[str, str] = {}  # name -> the storage_uri its folder came from
         self.root = root
         self.default_class = default_class
         self.sources = sources or SettingsSources({}, {})
@@ -119,28 +120,22 @@ class ModelRepository:
                 and all(r.model.ready and not r.stuck() for r in self._models.values()))
 
     # -- loading --------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def exclusive(self, name: str):
+    def exclusive(self, name: str):
         """One load or unload of a name at a time: a second waits for the first, so two loads
         of one model neither fetch into the same folder at once nor race to serve."""
-        entry = self._exclusive.setdefault(name, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._exclusive[name]
+        return self._turns.of(name)
 
     async def load_given(self) -> None:
         """Load the models the server was given; the first failure is raised."""
         for model in self._given:
             await self._load(model)
 
-    async def load_from_disk(self, name: str) -> Runner:
-        """(Re)load `<root>/<name>`; the old version keeps serving until the new one is ready."""
+    async def load_from_disk(self, name: str, fetched_from: str | None = None) -> Runner:
+        """(Re)load `<root>/<name>`; the old version keeps serving until the new one is ready.
+        `fetched_from`: the storage_uri a load request just fetched the folder from."""
         folder = self.folder(name)
+        if fetched_from is not None:
+            self._fetched_from[name] = fetched_from
         self._loading.add(name)
         try:
             runner = await self._load(self.build(name, folder), replace=True)
@@ -191,6 +186,7 @@ class ModelRepository:
         model = model_class(name, str(model_dir))
         if version is not None:
             model.version = version
+        model.fetched_from = self._fetched_from.get(name)
         model.settings = self.sources.settings_of(model_class, folder_settings,
                                                   str(folder / SETTINGS_FILE))
         return model
@@ -243,6 +239,12 @@ class ModelRepository:
     def expect(self, names: list[str]) -> None:
         """Mark models as loading before their loads start, so readiness waits for all."""
         self._loading.update(names)
+
+    def unloaded(self, name: str) -> None:
+        """Know `name` as unloaded without having served it (a worker started after it was
+        unloaded, so that its index says what the others' say)."""
+        if name not in self._models:
+            self._unavailable[name] = Unavailable("unloaded")
 
     def _require_root(self) -> None:
         # A server started on one model has nothing to load from, so it cannot unload either.

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format
@@ -23,6 +24,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from ..core.access import Caller
 from ..core.call import GRPC, Call
 from ..core.dataplane import DataPlane
 from ..errors import ModelNotReady, ServingError
@@ -34,6 +36,7 @@ from ..protocol.proto.grpc_service_pb2_grpc import (
     GRPCInferenceServiceServicer,
     add_GRPCInferenceServiceServicer_to_server,
 )
+from .tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ HEALTH_POLL_SECONDS = 0.5
 # The REST status of an error, as a gRPC status code.
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     405: grpc.StatusCode.UNIMPLEMENTED,
     409: grpc.StatusCode.FAILED_PRECONDITION,
@@ -145,19 +150,19 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     # -- model repository -----------------------------------------------------------------------
     @_rpc
     async def RepositoryIndex(self, request, context, call):
-        entries = self.dataplane.repository_index(ready_only=request.ready)
+        entries = await self.dataplane.repository_index(_caller(context), request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
 
     @_rpc
     async def RepositoryModelLoad(self, request, context, call):
         parameters = _repository_parameters(request.parameters)
-        await self.dataplane.load_model(request.model_name, parameters)
+        await self.dataplane.load_model(request.model_name, parameters, _caller(context))
         return pb.RepositoryModelLoadResponse()
 
     @_rpc
     async def RepositoryModelUnload(self, request, context, call):
-        await self.dataplane.unload_model(request.model_name)
+        await self.dataplane.unload_model(request.model_name, _caller(context))
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference ------------------------------------------------------------------------------
@@ -167,6 +172,16 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             call.trace = carrier(context.invocation_metadata() or ())
         return await self.dataplane.infer(call, request.model_name, request.model_version or None,
                                           GrpcCodec(request))
+
+
+def _caller(context) -> Caller:
+    """The peer's address from gRPC's `ipv4:1.2.3.4:5678` or `ipv6:[::1]:5678` (brackets
+    percent-encoded by some versions), and the `authorization` metadata."""
+    kind, _, address = unquote(context.peer() or "").partition(":")
+    host = address.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else None
+    authorization = next((value for key, value in context.invocation_metadata() or ()
+                          if key == "authorization"), None)
+    return Caller(host, authorization)
 
 
 def _repository_parameters(parameters) -> dict[str, Any] | None:
@@ -303,8 +318,8 @@ def address_of(host: str, port: int) -> str:
 
 
 async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes: int,
-                reuse_port: bool = False) -> GrpcServer:
-    """Serve gRPC on `host:port` in the running event loop."""
+                reuse_port: bool = False, tls: TlsFiles | None = None) -> GrpcServer:
+    """Serve gRPC on `host:port` in the running event loop, over TLS with `tls`."""
     server = aio.server(options=[
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -318,7 +333,10 @@ async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes
     _enable_reflection(server, (SERVICE, health_service))
     address = address_of(host, port)
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, tls.grpc_credentials())
     except RuntimeError as exc:
         raise OSError(f"gRPC cannot listen on {address}: {exc}") from None
     if not bound:

@@ -100,8 +100,10 @@ class HttpServer:
 
     async def start(self, sock, ssl=None) -> None:
         loop = asyncio.get_running_loop()
+        # A TLS handshake is bounded like a request's head (it comes before any of it).
+        handshake = {"ssl_handshake_timeout": self.limits.read_timeout} if ssl else {}
         self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock,
-                                                      ssl=ssl, backlog=2048))
+                                                      ssl=ssl, backlog=2048, **handshake))
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep())
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from .. import __version__
+from ..core.access import Caller
 from ..core.call import Call
 from ..core.dataplane import DataPlane
 from ..errors import InvalidInput, MethodNotAllowed, NotFound, ServingError, Unavailable
@@ -180,6 +181,8 @@ class RestApp:
         except ServingError as exc:
             call.status = status = exc.status
             payload = error_body(exc.message)
+            if exc.headers:
+                headers = [*headers, *exc.headers]
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
             call.status = status = 500
@@ -292,7 +295,8 @@ class RestApp:
     # -- model repository extension ------------------------------------------------------------
     async def repository_index(self, request: Request) -> Reply:
         body = _optional_json(request.body)
-        return _ok(self.dataplane.repository_index(ready_only=bool(body.get("ready"))))
+        ready_only = bool(body.get("ready"))
+        return _ok(await self.dataplane.repository_index(_caller(request), ready_only))
 
     async def repository_action(self, request: Request, name: str, action: str) -> Reply:
         body = _optional_json(request.body)
@@ -300,10 +304,16 @@ class RestApp:
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidInput("'parameters' must be an object")
         if action == "load":
-            await self.dataplane.load_model(name, parameters)
+            await self.dataplane.load_model(name, parameters, _caller(request))
         else:
-            await self.dataplane.unload_model(name)
+            await self.dataplane.unload_model(name, _caller(request))
         return _ok({})
+
+
+def _caller(request: Request) -> Caller:
+    peer = request.peer
+    return Caller(peer[0] if peer else None, request.header(b"authorization"))
+
 
 def _optional_json(body: bytes) -> dict:
     """Repository calls may come with no body at all."""
