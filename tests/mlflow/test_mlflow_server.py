@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -348,6 +349,11 @@ def _corrupt(folder: Path, models) -> None:
     (folder / "model.pkl").write_bytes(b"not a pickle")
 
 
+def _corrupt_from_old_mlflow(folder: Path, models) -> None:
+    _corrupt(folder, models)
+    _write_mlmodel(folder, {**_mlmodel(folder), "mlflow_version": "2.9.2"})
+
+
 @pytest.mark.parametrize(
     "setup,message",
     [
@@ -357,8 +363,11 @@ def _corrupt(folder: Path, models) -> None:
         (_old_sklearn, "it refers to module 'sklearn.linear_model.logistic', which sklearn"),
         (_needs_h2o, "needs the Python package 'h2o'"),
         (_corrupt, "cannot load the MLflow model in"),
+        (_corrupt_from_old_mlflow, "(saved with MLflow 2.9.2; this server runs "
+                                   f"{mlflow.__version__}: an image built with `make "
+                                   "build-mlflowserver FRAMEWORK_VERSION=2.9.2`"),
     ],
-    ids=["empty", "no-mlmodel", "old-sklearn", "missing-package", "corrupt"],
+    ids=["empty", "no-mlmodel", "old-sklearn", "missing-package", "corrupt", "corrupt-2.9.2"],
 )
 def test_startup_errors_are_clean(launch, tmp_path, mlflow_models, setup, message):
     setup(tmp_path, mlflow_models)
@@ -367,6 +376,18 @@ def test_startup_errors_are_clean(launch, tmp_path, mlflow_models, setup, messag
     output = server.output()
     assert message in output and str(tmp_path) in output, output
     assert "Traceback" not in output
+
+
+def test_warmup_sends_the_input_example(launch, tmp_path, mlflow_models):
+    """Zeros would not do here (the city column's encoder knows no empty name): warmup sends
+    the input example MLflow saved with the model."""
+    shutil.copytree(mlflow_models["example"], tmp_path / "example")
+    (tmp_path / "example" / "settings.json").write_text('{"warmup": 2}')
+    server = launch("-m", "mlflowserver", "--model_name", "example", "--model_dir",
+                    str(tmp_path / "example"))
+    assert "model 'example' warmed up (2 request(s))" in server.output(), server.output()
+    stats = requests.get(f"{server.url}/v2/models/example/stats", timeout=10).json()
+    assert stats["model_stats"][0]["inference_count"] == 0
 
 
 def test_binary_tensors_at_every_offset(server):

@@ -72,6 +72,6 @@ def test_saved_model_from_a_newer_tensorflow_stops_the_server(launch, tmp_path):
     output = server.output()
     assert f"could not load the SavedModel in {tmp_path / 'future' / '1'}" in output
     assert "MatMulFromTheFuture" in output
-    assert f"it was saved with TensorFlow 9.9.9; this server runs {models.tf.__version__}" \
-        in output
+    assert (f"saved with TensorFlow 9.9.9; this server runs {models.tf.__version__}: an image "
+            "built with `make build-tfserver FRAMEWORK_VERSION=9.9.9`") in output
     assert "Traceback" not in output

@@ -342,7 +342,8 @@ def _copy_example(folder: Path, *names: str) -> None:
          "legacy binary format, which XGBoost 3.1 and later cannot read"),
         (lambda d: (d / "model.json").write_text('{"learner": {"attributes": 1}, '
                                                  '"version": [9, 1, 0]}'),
-         "model.json (saved by xgboost 9.1.0; this server has"),
+         "(saved with XGBoost 9.1.0; this server runs " + xgb.__version__ +
+         ": an image built with `make build-xgbserver FRAMEWORK_VERSION=9.1.0`"),
     ],
     ids=["empty", "no-model-file", "two-models", "legacy-binary", "unreadable"],
 )
@@ -353,6 +354,17 @@ def test_startup_errors_are_clean(launch, tmp_path, setup, message):
     output = server.output()
     assert message in output and str(tmp_path.name) in output, output
     assert "Traceback" not in output and "Stack trace" not in output and "[bt]" not in output
+
+
+def test_a_model_saved_by_another_xgboost_is_logged_with_both_versions(launch, tmp_path):
+    saved = json.loads((EXAMPLE / "model.json").read_text())
+    saved["version"] = [2, 1, 4]
+    (tmp_path / "model.json").write_text(json.dumps(saved))
+    server = launch("-m", "xgbserver", "--model_name", "iris", "--model_dir", str(tmp_path))
+    assert v1(server, "iris", {"instances": ROWS}).status_code == 200
+    assert ("model.json was saved with XGBoost 2.1.4; this server runs " + xgb.__version__ +
+            ": an image built with `make build-xgbserver FRAMEWORK_VERSION=2.1.4`"
+            in server.output())
 
 
 def test_mlserver_pd_request_to_a_plain_array_model(server, models):

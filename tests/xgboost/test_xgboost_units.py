@@ -14,7 +14,7 @@ from sklearn.datasets import load_iris
 
 from xgbserver import XGBoostModel
 from xgbserver.fastpredict import DensePredictor
-from xgbserver.model import clean_message, find_booster
+from xgbserver.model import clean_message, find_booster, saved_version
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "xgboost-iris"
 
@@ -173,3 +173,12 @@ def test_load_errors_say_what_is_wrong(tmp_path, name, content, message):
     assert "Stack trace" not in text and "[bt]" not in text
     if message == "cannot load":
         assert "legacy" not in text
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_saved_version_is_read_from_json_and_ubjson(tmp_path, suffix):
+    booster = xgb.train({}, xgb.DMatrix(np.arange(12.0).reshape(4, 3), label=[0, 1, 0, 1]), 2)
+    booster.save_model(tmp_path / f"model{suffix}")
+    assert saved_version(tmp_path / f"model{suffix}") == xgb.__version__.split("+")[0]
+    (tmp_path / "other.json").write_text('{"learner": {}}')
+    assert saved_version(tmp_path / "other.json") is None

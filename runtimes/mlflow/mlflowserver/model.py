@@ -12,15 +12,25 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from modelserver import InferRequest, InvalidInput, Model, RouteRequest, TensorSpec, Unavailable
+from modelserver import (
+    InferRequest,
+    InvalidInput,
+    Model,
+    RouteRequest,
+    Tensor,
+    TensorSpec,
+    Unavailable,
+)
 from modelserver.datatypes import from_numpy
 from modelserver.model import route
 from modelserver.runtime.tabular import Features, as_text, column_of, datatype_of_values
+from modelserver.runtime.versions import SavedWith
 
 from . import scoring
 from .scoring import short
@@ -81,6 +91,7 @@ class MLflowModel(Model):
             raise FileNotFoundError(f"no MLflow model in {folder}: expected an {MLMODEL} file; "
                                     f"found {present}")
         self.pyfunc = load_pyfunc(folder)
+        _saved_with(folder).log_difference(str(folder))
         metadata = self.pyfunc.metadata
         self.input_schema = metadata.get_input_schema()
         self.output_schema = metadata.get_output_schema()
@@ -108,17 +119,33 @@ class MLflowModel(Model):
     def _example_columns(self, folder: Path) -> Features:
         """A model saved without a signature but with an input example (a DataFrame) has the
         example's columns and their types, for metadata."""
-        try:
-            example = self.pyfunc.metadata.load_input_example(str(folder))
-        except Exception as exc:  # a missing or unreadable example only costs the metadata
-            log.warning("%s: cannot read the input example: %s", folder, short(str(exc)))
-            example = None
+        example = self._input_example(folder)
         columns = getattr(example, "columns", None)
         if columns is None:
             return Features(self.name)
         return Features.of(self.name, columns, datatypes={
             str(c): datatype_of_values(example[c]) for c in columns},
             overrides=self.settings.inputs)
+
+    def _input_example(self, folder: Path) -> Any:
+        """The input example MLflow saved with the model; None when there is none (a missing or
+        unreadable example only costs the metadata and warmup that would use it)."""
+        try:
+            return self.pyfunc.metadata.load_input_example(str(folder))
+        except Exception as exc:
+            log.warning("%s: cannot read the input example: %s", folder, short(str(exc)))
+            return None
+
+    def example_request(self) -> InferRequest | None:
+        """For warmup: the model's input example when it is a table of the inputs' columns (a
+        request the model is known to take); zeros shaped as its metadata otherwise."""
+        specs = self.inputs()
+        example = self._input_example(Path(self.model_dir))
+        columns = {str(c) for c in getattr(example, "columns", ())}
+        if not specs or any(spec.name not in columns or len(spec.shape) != 1 for spec in specs):
+            return super().example_request()
+        return InferRequest([Tensor.from_numpy(spec.name, example[spec.name].to_numpy())
+                             for spec in specs])
 
     # -- metadata -------------------------------------------------------------------------------
     def inputs(self) -> list[TensorSpec]:
@@ -445,7 +472,19 @@ def load_pyfunc(folder: Path):
     except Exception as exc:
         raise ValueError(f"cannot load the MLflow model in {folder} ({_saved_by(folder)}; this "
                          f"server has mlflow {mlflow.__version__}): {type(exc).__name__}: "
-                         f"{short(str(exc))}") from None
+                         f"{short(str(exc))}{_saved_with(folder).advice()}") from None
+
+
+def _saved_with(folder: Path) -> SavedWith:
+    """The MLflow that saved the model (its MLmodel file's `mlflow_version`), beside this one."""
+    import mlflow
+
+    try:
+        text = (folder / MLMODEL).read_text()
+    except OSError:
+        text = ""
+    match = re.search(r"^mlflow_version:\s*['\"]?([^\s'\"]+)", text, re.MULTILINE)
+    return SavedWith("MLflow", __name__, match and match.group(1), mlflow.__version__)
 
 
 def _saved_by(folder: Path) -> str:

@@ -15,8 +15,10 @@ from modelserver.args import str2bool
 from modelserver.datatypes import from_numpy
 from modelserver.runtime.files import find_model_file
 from modelserver.runtime.tabular import Features, as_text
+from modelserver.runtime.versions import SavedWith
 
 from .forest import Forest
+from .saved import saved_sklearn_version
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +171,34 @@ def _category_datatype(categories: np.ndarray) -> str | None:
 
 
 def load_estimator(path: Path) -> Any:
+    """The estimator in `path`. One saved by another scikit-learn is logged with both versions
+    (scikit-learn warns of it as it unpickles); when the load fails, its error names them and
+    the image that has the saving version."""
+    import sklearn
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        estimator = _load_skops(path) if path.suffix == ".skops" else _load_pickle(path)
-    for warning in caught:
-        if "version" in str(warning.message).lower():
-            log.warning("%s: %s", path.name, warning.message)
+        try:
+            estimator = _load_skops(path) if path.suffix == ".skops" else _load_pickle(path)
+        except Exception as exc:
+            saved = _warned_version(caught) or saved_sklearn_version(path)
+            advice = SavedWith("scikit-learn", __name__, saved, sklearn.__version__).advice()
+            if not advice:
+                raise
+            raise RuntimeError(f"could not load {path.name}: {exc}{advice}") from None
+    SavedWith("scikit-learn", __name__, _warned_version(caught),
+              sklearn.__version__).log_difference(path.name)
     log.info("loaded %s (%s)", path, type(estimator).__name__)
     return estimator
+
+
+def _warned_version(caught: list[warnings.WarningMessage]) -> str | None:
+    """The saving version from scikit-learn's InconsistentVersionWarning, if it warned."""
+    for warning in caught:
+        saved = getattr(warning.message, "original_sklearn_version", None)
+        if saved:
+            return str(saved)
+    return None
 
 
 def _load_pickle(path: Path) -> Any:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from modelserver import InferRequest, InvalidInput, Model, RequestedOutput, TensorSpec
+from modelserver.runtime.conform import Spec, match_inputs
+from modelserver.runtime.versions import SavedWith
 
 from . import tfserving
-from modelserver.runtime.conform import Spec, match_inputs
 
 log = logging.getLogger(__name__)
 
@@ -294,23 +295,22 @@ def _signature_defs(path: Path) -> dict[str, Any]:
 
 
 def _load_saved_model(tf, path: Path):
+    saved_with = SavedWith("TensorFlow", __name__, _saved_version(path), tf.__version__)
     try:
-        return tf.saved_model.load(str(path))
+        loaded = tf.saved_model.load(str(path))
     except Exception as exc:
         raise RuntimeError(f"could not load the SavedModel in {path}: {_first_line(exc)}"
-                           f"{_saved_with(tf, path)}") from None
+                           f"{saved_with.advice()}") from None
+    saved_with.log_difference(str(path))
+    return loaded
 
 
-def _saved_with(tf, path: Path) -> str:
-    """Which TensorFlow wrote the SavedModel, when that is not this one."""
+def _saved_version(path: Path) -> str | None:
+    """The TensorFlow that wrote the SavedModel, as it recorded itself."""
     try:
-        version = _read_saved_model(path).meta_graphs[0].meta_info_def.tensorflow_version
+        return _read_saved_model(path).meta_graphs[0].meta_info_def.tensorflow_version or None
     except Exception:
-        return ""
-    if not version or version == tf.__version__:
-        return ""
-    return (f" (it was saved with TensorFlow {version}; this server runs {tf.__version__}: "
-            "serve it with an image of that TensorFlow version, or save it again with this one)")
+        return None
 
 
 def _load_keras(tf, path: Path):

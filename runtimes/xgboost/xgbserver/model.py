@@ -19,6 +19,7 @@ from modelserver import InferRequest, InvalidInput, Model, TensorSpec
 from modelserver.args import str2bool
 from modelserver.runtime.files import find_model_file, model_files
 from modelserver.runtime.tabular import Features, number_matrix, require_numbers
+from modelserver.runtime.versions import SavedWith
 
 from .fastpredict import DensePredictor
 
@@ -33,6 +34,9 @@ CLASSIFIER_OBJECTIVES = {"binary:logistic", "binary:hinge", "multi:softmax", "mu
 PROBA_OBJECTIVES = {"binary:logistic", "multi:softmax", "multi:softprob"}
 OUTPUTS = ("predict", "predict_proba", "label")
 # XGBoost's feature types as v2 datatypes; XGBoost computes in float32 whatever it is given.
+# Where XGBoost records its version: `"version":[3,2,0]` in JSON, an int8 array in UBJSON.
+_JSON_VERSION = re.compile(rb'"version"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]')
+_UBJ_VERSION = re.compile(rb"version\[#L.{8}i(.)i(.)i(.)", re.DOTALL)
 FEATURE_DATATYPES = {"c": "BYTES", "int": "INT64", "i": "BOOL"}
 
 
@@ -262,9 +266,11 @@ def load_booster(path: Path):
     import xgboost as xgb
 
     try:
-        return xgb.Booster(model_file=str(path))
+        booster = xgb.Booster(model_file=str(path))
     except xgb.core.XGBoostError as exc:
         raise ValueError(_load_error(path, exc, xgb.__version__)) from None
+    SavedWith("XGBoost", __name__, saved_version(path), xgb.__version__).log_difference(path.name)
+    return booster
 
 
 def _load_error(path: Path, exc: Exception, version: str) -> str:
@@ -280,9 +286,8 @@ def _load_error(path: Path, exc: Exception, version: str) -> str:
             f"saved it (any version from 1.0 to 3.0): "
             f"python -c \"import xgboost; xgboost.Booster(model_file='{path.name}')"
             f".save_model('model.ubj')\" and serve model.ubj (or model.json) instead")
-    saved_by = _saved_version(path)
-    by = f" (saved by xgboost {saved_by}; this server has {version})" if saved_by else ""
-    return f"cannot load {path}{by}: {clean_message(str(exc))}"
+    advice = SavedWith("XGBoost", __name__, saved_version(path), version).advice()
+    return f"cannot load {path}: {clean_message(str(exc))}{advice}"
 
 
 def clean_message(message: str) -> str:
@@ -292,15 +297,16 @@ def clean_message(message: str) -> str:
     return " ".join(message.split())
 
 
-def _saved_version(path: Path) -> str | None:
-    """The version XGBoost writes at the end of a JSON model, if it is there."""
-    if path.suffix != ".json":
-        return None
+def saved_version(path: Path) -> str | None:
+    """The version XGBoost writes at the end of a JSON or UBJSON model, if it is there."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - 200))
-            tail = f.read().decode("utf-8", "replace")
+            tail = f.read()
     except OSError:
         return None
-    match = re.search(r'"version"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]', tail)
-    return ".".join(match.groups()) if match else None
+    if match := _JSON_VERSION.search(tail):
+        return ".".join(part.decode() for part in match.groups())
+    if match := _UBJ_VERSION.search(tail):  # three int8 values
+        return ".".join(str(part[0]) for part in match.groups())
+    return None

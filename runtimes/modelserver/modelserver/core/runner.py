@@ -179,6 +179,7 @@ class Runner:
                     log.info("model '%s': a warmup request made from its metadata failed (%s); "
                              "list warmup requests in its settings.json", self.name, exc.message)
                     return
+            log.info("model '%s' warmed up (%d request(s))", self.name, number)
         finally:
             self.warming = False
 
