@@ -119,6 +119,8 @@ class Server:
     grpc: int
     proc: subprocess.Popen
     log: Path
+    ready_s: float = 0.0  # from the command to every model ready
+    rss_mib: float = 0.0  # resident memory of its processes once ready, before any request
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
@@ -138,15 +140,28 @@ def start(label: str, command: list[str], http: int, grpc: int, log: Path,
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                 start_new_session=True)
     server = Server(label, http, grpc, proc, log)
-    deadline = time.monotonic() + 180
+    started = time.monotonic()
+    deadline = started + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if all(_status(f"http://127.0.0.1:{http}/v2/models/{m}/ready") == 200
                for m in ("iris", "wide", "rf")):
+            server.ready_s = time.monotonic() - started
+            time.sleep(1)  # settled: what it holds while it waits for requests
+            server.rss_mib = rss_mib(proc.pid)
             return server
-        time.sleep(0.3)
+        time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"{label} did not get ready; last log lines:\n"
                        + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all of its children (workers, inference pools)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    processes = [parent, *parent.children(recursive=True)]
+    return sum(p.memory_info().rss for p in processes if p.is_running()) / 2**20
 
 
 def _status(url: str) -> int:
@@ -165,6 +180,16 @@ def ours(workers: int, models: Path, tmp: Path) -> Server:
                  [sys.executable, "-m", "sklearnserver", "--model_dir", str(models),
                   "--http_port", str(http), "--grpc_port", str(grpc), "--host", "127.0.0.1",
                   "--workers", str(workers)], http, grpc, tmp / f"ours-{workers}.log")
+
+
+FLOOR = "floor (bare ASGI, bare grpc.aio)"
+
+
+def floor(tmp: Path) -> Server:
+    """What the HTTP and gRPC stacks alone cost: a fixed answer to every request, no model."""
+    http, grpc = free_port(), free_port()
+    return start(FLOOR, [sys.executable, str(HERE.parent / "floors.py"), "both", str(http),
+                         str(grpc)], http, grpc, tmp / "floor.log")
 
 
 def kserve(venv: Path, models: Path, tmp: Path) -> Server:
@@ -341,7 +366,8 @@ PRIOR = ("Earlier runs on this machine: KServe 0.21 v1 iris c=64 1,100-1,300 req
 
 
 def report(rows: list[Scenario], labels: list[str], table: dict[str, list[Cell]],
-           ours_labels: list[str], peers: list[str], rounds: int = 1) -> str:
+           ours_labels: list[str], peers: list[str], started: dict[str, tuple[float, float]],
+           rounds: int = 1) -> str:
     out = []
     header = ["scenario", *labels] + [f"ours/{p.split()[0]} (1w / 2w)" for p in peers]
     out.append("| " + " | ".join(header) + " |")
@@ -351,59 +377,58 @@ def report(rows: list[Scenario], labels: list[str], table: dict[str, list[Cell]]
         ours_cells = [table[label][i] for label in ours_labels]
         ratios = [ratio_text(ours_cells, table[p][i]) for p in peers]
         out.append("| " + " | ".join([scenario.name, *cells, *ratios]) + " |")
+    for what, at, unit in (("ready after start", 0, "s"), ("RSS idle", 1, "MiB")):
+        cells = [f"{started[label][at]:.2f} {unit}" if label in started else "n/a"
+                 for label in labels]
+        out.append("| " + " | ".join([what, *cells, *[""] * len(peers)]) + " |")
     out.append("")
-    out.append(f"Cells: req/s · p50/p99 ms{f', the median of {rounds} rounds' * (rounds > 1)}. Ratios: ours req/s over the peer's, with 1 and 2 "
-               "workers; the peers run with their defaults (one process each; MLServer also "
-               "runs inference in one pool worker process).")
+    out.append(f"Cells: req/s · p50/p99 ms{f', the median of {rounds} rounds' * (rounds > 1)}. Ratios: ours req/s over the peer's (or the floor's), "
+               "with 1 and 2 workers; the peers run with their defaults (one process each; "
+               "MLServer also runs inference in one pool worker process). The floor answers "
+               "every request with a fixed reply: bare uvicorn (httptools, uvloop) for REST, a "
+               "bare grpc.aio server on our grpcio for gRPC. Ready: from the command to every "
+               "model ready; RSS: all of the server's processes, once ready.")
     out.append("")
-    out.append(goals(rows, table, ours_labels, peers))
+    out.append(goals(rows, table, ours_labels, peers, started))
     out.append("")
     out.append(PRIOR)
     return "\n".join(out)
 
 
 def goals(rows: list[Scenario], table: dict[str, list[Cell]], ours_labels: list[str],
-          peers: list[str]) -> str:
+          peers: list[str], started: dict[str, tuple[float, float]]) -> str:
     index = {s.name: i for i, s in enumerate(rows)}
-    kserve_label = next((p for p in peers if p.startswith("KServe")), None)
-    ml_label = next((p for p in peers if p.startswith("MLServer")), None)
-    lines = ["| goal (issue 8) | " + " | ".join(ours_labels) + " |",
+
+    def peer(prefix: str) -> str | None:
+        return next((p for p in peers if p.startswith(prefix)), None)
+
+    lines = ["| goal | " + " | ".join(ours_labels) + " |",
              "|---|" + "---|" * len(ours_labels)]
 
-    def throughput(scenario: str, peer: str | None, factor: float) -> None:
-        name = f"{scenario}: >= {factor:g}x {peer or 'peer'}"
+    def throughput(scenario: str, other: str | None, factor: float) -> None:
         verdicts = []
         for label in ours_labels:
             a = table[label][index[scenario]]
-            b = table[peer][index[scenario]] if peer else Cell(why="not run")
+            b = table[other][index[scenario]] if other else Cell(why="not run")
             r = ratio(a, b)
             why = (b.why or a.why).split(":")[0]
             verdicts.append(f"n/a ({why})" if r is None
-                            else f"{r:.1f}x {'met' if r >= factor else 'NOT met'}")
-        lines.append(f"| {name} | " + " | ".join(verdicts) + " |")
+                            else f"{r:.2f}x {'met' if r >= factor else 'NOT met'}")
+        name = (other or "peer").split(" (")[0]
+        lines.append(f"| {scenario}: >= {factor:g}x {name} | " + " | ".join(verdicts) + " |")
 
-    def tail(scenario: str, peer: str | None) -> None:
-        name = f"{scenario}: p99 <= {peer or 'peer'}"
-        verdicts = []
-        for label in ours_labels:
-            a = table[label][index[scenario]]
-            b = table[peer][index[scenario]] if peer else Cell(why="not run")
-            if a.rps is None or b.rps is None:
-                verdicts.append(f"n/a ({(b.why or a.why).split(':')[0]})")
-            else:
-                ok = a.result.p99_ms <= b.result.p99_ms
-                verdicts.append(f"{a.result.p99_ms:.2f} vs {b.result.p99_ms:.2f} ms "
-                                f"{'met' if ok else 'NOT met'}")
-        lines.append(f"| {name} | " + " | ".join(verdicts) + " |")
+    def at_most(what: str, limit: float, unit: str, value) -> None:
+        verdicts = [f"{value(label):.2f} {unit} {'met' if value(label) <= limit else 'NOT met'}"
+                    if label in started else "n/a" for label in ours_labels]
+        lines.append(f"| {what} <= {limit:g} {unit} | " + " | ".join(verdicts) + " |")
 
-    for scenario in ("v1 iris c=64", "v2 iris c=64"):
-        throughput(scenario, kserve_label, 5)
-        throughput(scenario, ml_label, 10)
-    throughput("RandomForest-100 v1 c=8", kserve_label, 5)
-    throughput("RandomForest-100 v2 c=8", kserve_label, 5)
-    for scenario in ("v1 iris c=1", "v2 iris c=1"):
-        tail(scenario, kserve_label)
-        tail(scenario, ml_label)
+    throughput("v2 1000x100 FP32 JSON c=8", peer("MLServer"), 3)
+    throughput("v2 1000x100 FP32 JSON c=8", peer("KServe"), 8)
+    throughput("gRPC v2 iris c=64", peer("floor"), 0.85)
+    throughput("v1 iris c=64", peer("floor"), 0.5)
+    throughput("RandomForest-100 v1 c=8", peer("KServe"), 5)
+    at_most("RSS idle", 160, "MiB", lambda label: started[label][1])
+    at_most("ready after start", 1.2, "s", lambda label: started[label][0])
     return "\n".join(lines)
 
 
@@ -429,6 +454,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     models = make_models(tmp)
     launchers = [(lambda w=w: ours(w, models, tmp)) for w in (1, 2)]
+    launchers.append(lambda: floor(tmp))
     if "kserve" in venvs:
         launchers.append(lambda: kserve(venvs["kserve"], models, tmp))
     if "mlserver" in venvs:
@@ -440,6 +466,7 @@ def main() -> None:
           f"{'h2load' if shutil.which('h2load') else f'grpc.aio ({args.grpc_processes} process)'}"
           ". One server at a time.\n", flush=True)
     runs: dict[str, list[list[Cell]]] = {}
+    starts: dict[str, list[tuple[float, float]]] = {}
     try:
         for round_ in range(1, args.rounds + 1):
             for launch in launchers:
@@ -450,7 +477,9 @@ def main() -> None:
                     print(err, file=sys.stderr)
                     continue
                 print(f"{server.label}{f' (round {round_})' if args.rounds > 1 else ''}: ready "
-                      f"in {time.monotonic() - started:.1f}s", flush=True)
+                      f"in {time.monotonic() - started:.2f}s, {server.rss_mib:.0f} MiB",
+                      flush=True)
+                starts.setdefault(server.label, []).append((server.ready_s, server.rss_mib))
                 try:
                     warm_up(server)
                     cells = []
@@ -469,7 +498,9 @@ def main() -> None:
     table = {label: [median(list(cells)) for cells in zip(*runs[label])] for label in labels}
     ours_labels = [label for label in labels if label.startswith("ours")]
     peers = [label for label in labels if not label.startswith("ours")]
-    text = report(rows, labels, table, ours_labels, peers, args.rounds)
+    started = {label: tuple(float(np.median(v)) for v in zip(*values))
+               for label, values in starts.items() if label != FLOOR}
+    text = report(rows, labels, table, ours_labels, peers, started, args.rounds)
     print("\n" + text)
     if args.output:
         Path(args.output).write_text(text + "\n")
