@@ -405,7 +405,7 @@ def test_wrong_storage_uri_exits_with_a_message(image, containers, s3):
 # the venv that have no .pyc (each would be compiled at every start) and any CUDA distribution.
 CONTENTS_CHECK = """
 import importlib.metadata, importlib.util, json, os, re, sys
-from modelserver.runtimes import installed
+from modelserver.runtime.registry import installed
 (runtime,) = installed().values()
 runtime("iris", "/mnt/models").load()
 files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
