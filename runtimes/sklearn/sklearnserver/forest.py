@@ -23,6 +23,8 @@ FORESTS = {"RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassif
 
 
 class Forest:
+    outputs = ("predict", "predict_proba")
+
     def __init__(self, estimator: Any):
         trees = [tree.tree_ for tree in estimator.estimators_]
         sizes = [tree.node_count for tree in trees]

@@ -18,6 +18,7 @@ from modelserver.runtime.tabular import Features, as_text
 from modelserver.runtime.versions import SavedWith
 
 from .forest import Forest
+from .linear import Linear
 from .saved import saved_sklearn_version
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class SKLearnModel(Model):
         self.model_dir = model_dir
         self.estimator: Any = None
         self.features = Features(name)
-        self.forest: Forest | None = None  # a forest's own evaluator, when it has one
+        # The model's own evaluator, when it has one: a forest's or a linear model's.
+        self.fast: Forest | Linear | None = None
 
     @classmethod
     def can_load(cls, folder: Path) -> bool:
@@ -56,7 +58,7 @@ class SKLearnModel(Model):
             getattr(self.estimator, "n_features_in_", None),
             {k: v for k, v in input_datatypes(self.estimator).items() if v},
             overrides=self.settings.inputs)
-        self.forest = Forest.create(self.estimator)
+        self.fast = Forest.create(self.estimator) or Linear.create(self.estimator)
         # KServe's switch: v1 answers with probabilities instead of labels.
         proba = str2bool(os.environ.get("PREDICT_PROBA", "false"))
         self.settings = self.settings.default(outputs=("predict_proba" if proba else "predict",))
@@ -100,11 +102,12 @@ class SKLearnModel(Model):
         return results
 
     def _call(self, output: str, features: Any) -> np.ndarray:
-        """The estimator's `predict` or `predict_proba`; a forest's through its evaluator."""
-        if self.forest is not None:
-            rows = self.forest.rows(features)
+        """The estimator's `predict` or `predict_proba`, through the model's own evaluator where
+        it has one for that output and these features."""
+        if self.fast is not None and output in self.fast.outputs:
+            rows = self.fast.rows(features)
             if rows is not None:
-                return getattr(self.forest, output)(rows)
+                return getattr(self.fast, output)(rows)
         return getattr(self.estimator, output)(features)
 
     def features_of(self, request: InferRequest) -> Any:
