@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -34,8 +35,11 @@ import pytest
 import requests
 import yaml
 
+from fake_hub import push, start_hub
 from images_helpers import IMAGES, REPO, VERSION, generate
 from ports import free_port, free_ports
+
+EXAMPLES = REPO / "examples"
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("TEST_IMAGES") != "1",
@@ -447,6 +451,67 @@ def test_storage_initializer_downloads(containers, s3, tmp_path):
     assert container.result.returncode == 0, container.result.stdout + container.result.stderr
     expected = sorted(p.name for p in example_model(runtime).iterdir() if p.name != "make_model.py")
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == expected
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """The fake Hugging Face Hub (tests/fake_hub.py) holding the scikit-learn example as the
+    repository `acme/iris`, and the environment that points huggingface_hub at it."""
+    url, servers = start_hub()
+    push("acme/iris", {"model.joblib": (EXAMPLES / "sklearn-iris" / "model.joblib").read_bytes(),
+                       "README.md": b"# iris"})
+    yield {"HF_ENDPOINT": url}
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_registry(tmp_path_factory):
+    """A real `mlflow server` (SQLite registry, artifacts served by its proxy) on 127.0.0.1,
+    filled by tests/storage/mlflow_registry.py (the model `iris`, alias `champion`), and the
+    environment that points MLflow at it."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+    seeding = subprocess.Popen([sys.executable, str(REPO / "tests/storage/mlflow_registry.py")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=folder, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+         url.rsplit(":", 1)[1], "--workers", "1", "--backend-store-uri",
+         f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
+    try:
+        _, err = seeding.communicate(timeout=300)
+        assert seeding.returncode == 0, err
+        yield {"MLFLOW_TRACKING_URI": url}
+    finally:
+        seeding.kill()
+        server.terminate()
+        server.wait(30)
+
+
+@needs_initializer
+@pytest.mark.parametrize("uri,expected", [
+    ("hf://acme/iris", ["README.md", "model.joblib"]),
+    ("hf://acme/iris/model.joblib", ["model.joblib"]),
+], ids=["repository", "one-file"])
+def test_storage_initializer_fetches_from_the_hub(containers, hub, tmp_path, uri, expected):
+    folder = empty_dir(tmp_path, "models")
+    container = fetch_as_init_container(containers, hub, folder, uri, "1000")
+    assert container.result.returncode == 0, container.result.stdout + container.result.stderr
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == expected
+    assert (folder / "model.joblib").read_bytes() == \
+        (EXAMPLES / "sklearn-iris" / "model.joblib").read_bytes()
+
+
+@needs_initializer
+def test_storage_initializer_resolves_mlflow_registry_uris(containers, mlflow_registry, tmp_path):
+    folder = empty_dir(tmp_path, "models")
+    container = fetch_as_init_container(containers, mlflow_registry, folder,
+                                        "models:/iris@champion", "1000")
+    assert container.result.returncode == 0, container.result.stdout + container.result.stderr
+    assert (folder / "MLmodel").is_file(), sorted(p.name for p in folder.iterdir())
 
 
 @needs_initializer
