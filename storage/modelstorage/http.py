@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
@@ -24,6 +27,10 @@ CHUNK = 1 << 20
 # received so far, which the expansion ratio is measured against, grow in small steps.
 ENCODED_CHUNK = 64 << 10
 TIMEOUT = (10, 60)  # connect, and between bytes: a stalled server is retried, not waited on
+# A whole download, retries included: a server that sends a byte a minute never stalls, and
+# would otherwise hold a load (which the repository API can ask for) for ever.
+DEADLINE_ENV = "STORAGE_HTTP_DEADLINE_SECONDS"
+DEFAULT_DEADLINE = 3600.0
 # Failures that another attempt would only repeat: a bad URL, a certificate, a redirect loop.
 PERMANENT = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
              requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader,
@@ -58,7 +65,32 @@ def fetch(uri: str, stage: Path, progress,
           allow_redirect: Callable[[str], bool] | None = None) -> None:
     headers = headers_for(uri)
     hooks = {"response": _redirect_check(allow_redirect, uri)} if allow_redirect else {}
-    with_retries(lambda: _get(uri, headers, hooks, stage, progress), progress.uri)
+    deadline = time.monotonic() + _deadline_seconds()
+    with_retries(lambda: _get(uri, headers, hooks, stage, progress, deadline), progress.uri)
+
+
+def _cut(reply: requests.Response) -> None:
+    """Past the deadline: shut the connection down under the read that waits on it (closing
+    the response alone would not wake a read blocked in another thread)."""
+    sock = getattr(getattr(reply.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    reply.close()
+
+
+def _deadline_seconds() -> float:
+    value = os.environ.get(DEADLINE_ENV, "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_DEADLINE
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:  # also NaN
+        raise StorageError(f"{DEADLINE_ENV} must be a number of seconds such as 3600, "
+                           f"not {value!r}")
+    return seconds
 
 
 def _redirect_check(allow: Callable[[str], bool], uri: str):
@@ -73,7 +105,9 @@ def _redirect_check(allow: Callable[[str], bool], uri: str):
     return check
 
 
-def _get(uri: str, headers: dict[str, str], hooks: dict, stage: Path, progress) -> None:
+def _get(uri: str, headers: dict[str, str], hooks: dict, stage: Path, progress,
+         deadline: float) -> None:
+    watchdog = None
     try:
         with requests.get(uri, headers=headers, hooks=hooks, stream=True,
                           timeout=TIMEOUT) as reply:
@@ -83,24 +117,46 @@ def _get(uri: str, headers: dict[str, str], hooks: dict, stage: Path, progress) 
                 raise StorageError(f"HTTP {reply.status_code} {reply.reason}")
             name = file_name(reply.url, reply.headers.get("content-disposition"))
             # With a Content-Encoding, Content-Length counts the encoded bytes, not ours, and
-            # requests decodes them as they come: bounded like an archive.
+            # requests decodes them as they come: bounded like an archive. A plain body is
+            # bounded by the same size, whatever its Content-Length says (or if it has none).
             encoding = reply.headers.get("content-encoding", "identity")
-            limits = Limits.from_env() if encoding != "identity" else None
-            expected = None if limits else reply.headers.get("content-length")
+            encoded = encoding != "identity"
+            limits = Limits.from_env()
+            expected = None if encoded else reply.headers.get("content-length")
+            if expected and expected.isdigit():
+                limits.check_size(name, int(expected))
             progress.expect(1, int(expected or 0))
             written = 0
+            watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (reply,))
+            watchdog.daemon = True
+            watchdog.start()
             with open(stage / name, "wb") as out:
-                for chunk in reply.iter_content(ENCODED_CHUNK if limits else CHUNK):
+                for chunk in reply.iter_content(ENCODED_CHUNK if encoded else CHUNK):
                     written += len(chunk)
-                    if limits:  # before writing it: raw.tell() counts the bytes received
+                    if encoded:  # before writing it: raw.tell() counts the bytes received
                         limits.check(f"the {encoding}-encoded body of {name}", written,
                                      reply.raw.tell())
+                    else:
+                        limits.check_size(name, written)
                     out.write(chunk)
                     progress.advance(len(chunk))
+    except StorageError:
+        raise
     except PERMANENT as exc:
         raise StorageError(scrub(str(exc), uri)) from None
-    except requests.RequestException as exc:  # its text has the URL: a presigned one's signature
-        raise TransientError(scrub(f"connection failed: {exc}", uri)) from None
+    except Exception as exc:  # requests' text has the URL: a presigned one's signature
+        if time.monotonic() >= deadline:
+            raise StorageError(f"the download took longer than {_deadline_seconds():g}s, the "
+                               f"limit set by {DEADLINE_ENV}") from None
+        if isinstance(exc, requests.RequestException):
+            raise TransientError(scrub(f"connection failed: {exc}", uri)) from None
+        raise
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    if time.monotonic() >= deadline:  # closed at the very end: the body may be cut short
+        raise StorageError(f"the download took longer than {_deadline_seconds():g}s, the limit "
+                           f"set by {DEADLINE_ENV}")
     if expected is not None and written != int(expected):
         raise TransientError(f"got {written} of {expected} bytes")
     progress.file_done(name, written, counted=True)

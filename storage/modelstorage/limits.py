@@ -30,6 +30,12 @@ class Limits:
     def from_env(cls) -> Limits:
         return cls(_size(MAX_BYTES_ENV, DEFAULT_MAX_BYTES), _ratio(MAX_RATIO_ENV, DEFAULT_MAX_RATIO))
 
+    def check_size(self, what: str, size: int) -> None:
+        """Refuse `what` (a plain download) once it is past the size limit."""
+        if self.max_bytes and size > self.max_bytes:
+            raise StorageError(f"refusing {what}: it is larger than {human(self.max_bytes)}, "
+                               f"the limit set by {MAX_BYTES_ENV}")
+
     def check(self, what: str, expanded: int, compressed: int) -> None:
         """Refuse `what` once `compressed` bytes have expanded to `expanded` past a limit."""
         if self.max_bytes and expanded > self.max_bytes:

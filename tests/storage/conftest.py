@@ -212,7 +212,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     /auth/<name> needs `Authorization: Bearer secret`; /drop/<name> sends a Content-Length,
     half the body, then closes; /flaky/<name> answers 503 once, then serves; /slow/<name> sends
     the body in 20 pieces over a second; /gzip/<name> serves it (gzip data) with
-    `Content-Encoding: gzip`; else 404."""
+    `Content-Encoding: gzip`; /unsized/<name> sends it with no Content-Length, then closes;
+    /drip/<name> promises it and sends a byte of it every 0.2 s; else 404."""
 
     files: dict[str, bytes] = {}
     flaky_seen: set[str] = set()
@@ -230,7 +231,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", f"/files/{name}")
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow", "gzip"):
+        elif body is None or route not in ("files", "auth", "flaky", "drop", "slow", "gzip",
+                                           "unsized", "drip"):
             self.send_error(404)
         elif route == "auth" and self.headers.get("Authorization") != "Bearer secret":
             self.send_error(403)
@@ -239,15 +241,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(503)
         else:
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            if route != "unsized":
+                self.send_header("Content-Length", str(len(body)))
             if route == "gzip":
                 self.send_header("Content-Encoding", "gzip")
             self.end_headers()
             if route == "slow":
                 self.send_slowly(body)
+            elif route == "drip":
+                self.drip(body)
             else:
                 self.wfile.write(body[: len(body) // 2] if route == "drop" else body)
-            self.close_connection = route == "drop"
+            self.close_connection = route in ("drop", "unsized", "drip")
+
+    def drip(self, body: bytes) -> None:
+        """A byte at a time, never stalling long enough for a read timeout, until the client
+        goes."""
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
 
     def send_slowly(self, body: bytes, pieces: int = 20) -> None:
         step = -(-len(body) // pieces)

@@ -173,6 +173,36 @@ def test_dropped_connection_leaves_nothing_behind(http_server, tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # no staging folder left
 
 
+@pytest.mark.parametrize("route", ["files", "unsized"])
+def test_a_plain_body_past_the_size_limit_is_refused(http_server, tmp_path, monkeypatch, route):
+    """STORAGE_MAX_EXPANDED_BYTES bounds a plain download too, with or without a
+    Content-Length."""
+    monkeypatch.setenv("STORAGE_MAX_EXPANDED_BYTES", "64K")
+    url, files = http_server
+    files["huge.bin"] = b"z" * 300_000
+    with pytest.raises(StorageError, match="huge.bin: it is larger than 64.0 KB, the limit set "
+                                           "by STORAGE_MAX_EXPANDED_BYTES"):
+        download(f"{url}/{route}/huge.bin", tmp_path / "dest")
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing left behind
+    files["small.bin"] = b"s" * 1000
+    download(f"{url}/{route}/small.bin", tmp_path / "dest")
+    assert tree(tmp_path / "dest") == {"small.bin": b"s" * 1000}
+
+
+def test_a_server_that_drips_is_cut_off_at_the_deadline(http_server, tmp_path, monkeypatch):
+    """A byte every 0.2 s never trips the read timeout; the whole download's deadline
+    (STORAGE_HTTP_DEADLINE_SECONDS) ends it, without retrying."""
+    monkeypatch.setenv("STORAGE_HTTP_DEADLINE_SECONDS", "1")
+    url, files = http_server
+    files["dripping.bin"] = b"d" * 100  # 20 s if nothing cut it short
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="took longer than 1s, the limit set by "
+                                           "STORAGE_HTTP_DEADLINE_SECONDS"):
+        download(f"{url}/drip/dripping.bin", tmp_path / "dest")
+    assert time.monotonic() - started < 10
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def tar_bytes(members) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
