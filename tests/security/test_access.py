@@ -10,7 +10,8 @@ import pytest
 import requests
 from security_helpers import ROW, iris_folder
 
-from modelserver.core.access import is_loopback
+from modelserver.core.access import AccessPolicy, Caller, is_loopback
+from modelserver.errors import Forbidden, Unauthenticated
 from modelserver.protocol.proto import grpc_service_pb2 as pb
 from modelserver.protocol.proto import grpc_service_pb2_grpc as pb_grpc
 
@@ -92,6 +93,38 @@ def test_a_peer_off_loopback_is_refused_with_how_to_allow_it(open_server, outsid
             pb.RepositoryModelUnloadRequest(model_name="spare"), timeout=10))
         assert unload.code() == grpc.StatusCode.PERMISSION_DENIED
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready  # stays open
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Envoy-External-Address"])
+def test_a_call_a_proxy_passed_on_is_refused_though_the_proxy_is_local(open_server, header):
+    """Knative's queue-proxy and Istio's sidecar reach the server over loopback for clients
+    anywhere: what they pass on says so, and is refused without a token."""
+    headers = {header: "203.0.113.7"}
+    refused = requests.post(open_server.url + "/v2/repository/models/spare/unload",
+                            headers=headers, timeout=10)
+    assert refused.status_code == 403 and "through a proxy" in refused.json()["error"]
+    assert requests.post(open_server.url + "/v1/models/spare:predict", json={"instances": ROW},
+                         headers=headers, timeout=10).status_code == 200  # still served
+    error = grpc_error(lambda: grpc_index(open_server.grpc_target,
+                                          metadata=[(header.lower(), "203.0.113.7")]))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "through a proxy" in error.details()
+
+
+def test_the_policy_without_a_network(tmp_path):
+    """The same rules as the tests over sockets check, on Caller values alone (those with a
+    second address run only where a network namespace can be made)."""
+    open_policy = AccessPolicy()
+    open_policy.check(Caller("127.0.0.1"))
+    for caller in (Caller("192.0.2.1"), Caller(None), Caller("127.0.0.1", forwarded=True)):
+        with pytest.raises(Forbidden):
+            open_policy.check(caller)
+    (tmp_path / "token").write_text(TOKEN)
+    guarded = AccessPolicy(tmp_path / "token")
+    guarded.check(Caller("192.0.2.1", f"Bearer {TOKEN}".encode(), forwarded=True))
+    for authorization in (None, b"Bearer wrong", TOKEN.encode(), f"Basic {TOKEN}".encode()):
+        with pytest.raises(Unauthenticated):
+            guarded.check(Caller("127.0.0.1", authorization))
 
 
 def test_inference_health_and_metadata_stay_open(open_server, outside_address):

@@ -5,7 +5,10 @@ data plane asks here before it lists or changes the repository. Inference, healt
 never come here: the mesh or gateway in front guards them, as in KServe.
 
 - Without an admin token, only clients on this host (loopback) may call: KServe's multi-model
-  agent, in the same pod, still can.
+  agent, in the same pod, still can. A request that a proxy passed on (it carries
+  `Forwarded`, `X-Forwarded-For` or Envoy's `X-Envoy-External-Address`, as Knative's
+  queue-proxy and Istio's sidecar add them) comes from beyond the proxy, however local the
+  proxy's own connection is, and is refused.
 - With `--admin_token_file`, every call, from anywhere, must carry the token as
   `Authorization: Bearer <token>`. The file is read again whenever it changes (a Kubernetes
   Secret mounted as a volume is replaced, not edited); a missing or empty file refuses every
@@ -31,15 +34,20 @@ from ..errors import Forbidden, InvalidInput, Unauthenticated
 log = logging.getLogger(__name__)
 
 _BEARER = b"bearer"
+# Headers (gRPC metadata keys) that a proxy adds to what it passes on: the original client
+# is elsewhere.
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-envoy-external-address")
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """What a transport knows of who calls: the peer's IP address (None when it has none) and
-    the Authorization it sent (a REST header, or gRPC metadata)."""
+    """What a transport knows of who calls: the peer's IP address (None when it has none), the
+    Authorization it sent (a REST header, or gRPC metadata), and whether a proxy passed the
+    call on (it carries one of FORWARDING_HEADERS)."""
 
     address: str | None
     authorization: bytes | str | None = None
+    forwarded: bool = False
 
 
 class TokenFile:
@@ -101,6 +109,10 @@ class AccessPolicy:
             if expected is None or not _bearer_matches(caller.authorization, expected):
                 raise Unauthenticated("the repository API needs the server's admin token, sent "
                                       "as 'authorization: Bearer <token>'")
+        elif caller.forwarded:
+            raise Forbidden("the repository API answers only clients on this host, and this "
+                            "call came through a proxy: start the server with "
+                            "--admin_token_file to let others in with a token")
         elif not is_loopback(caller.address):
             raise Forbidden(f"the repository API answers only clients on this host, and "
                             f"{caller.address or 'this client'} is not one: start the server "

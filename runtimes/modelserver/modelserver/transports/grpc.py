@@ -24,7 +24,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from ..core.access import Caller
+from ..core.access import FORWARDING_HEADERS, Caller
 from ..core.call import GRPC, Call
 from ..core.dataplane import DataPlane
 from ..errors import ModelNotReady, ServingError
@@ -179,9 +179,10 @@ def _caller(context) -> Caller:
     percent-encoded by some versions), and the `authorization` metadata."""
     kind, _, address = unquote(context.peer() or "").partition(":")
     host = address.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else None
-    authorization = next((value for key, value in context.invocation_metadata() or ()
-                          if key == "authorization"), None)
-    return Caller(host, authorization)
+    metadata = context.invocation_metadata() or ()
+    authorization = next((value for key, value in metadata if key == "authorization"), None)
+    forwarded = any(key in FORWARDING_HEADERS for key, _ in metadata)
+    return Caller(host, authorization, forwarded)
 
 
 def _repository_parameters(parameters) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from .. import __version__
-from ..core.access import Caller
+from ..core.access import FORWARDING_HEADERS, Caller
 from ..core.call import Call
 from ..core.dataplane import DataPlane
 from ..errors import InvalidInput, MethodNotAllowed, NotFound, ServingError, Unavailable
@@ -310,9 +310,13 @@ class RestApp:
         return _ok({})
 
 
+_FORWARDING = tuple(name.encode() for name in FORWARDING_HEADERS)
+
+
 def _caller(request: Request) -> Caller:
     peer = request.peer
-    return Caller(peer[0] if peer else None, request.header(b"authorization"))
+    forwarded = any(request.header(name) is not None for name in _FORWARDING)
+    return Caller(peer[0] if peer else None, request.header(b"authorization"), forwarded)
 
 
 def _optional_json(body: bytes) -> dict:
