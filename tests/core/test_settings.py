@@ -41,6 +41,8 @@ def test_zero_rows_turns_merging_off_but_keeps_a_row_wise_models_rows():
     ({"max_batch_sise": 8}, "unknown setting 'max_batch_sise'"),
     ({"max_batch_size": "8"}, "max_batch_size must be a whole number"),
     ({"max_batch_size": True}, "max_batch_size must be a whole number"),
+    ({"max_batch_size": False}, "max_batch_size must be a whole number"),  # not a quiet 0
+    ({"max_batch_size": 0.0}, "max_batch_size must be a whole number"),
     ({"request_timeout_seconds": -1}, "request_timeout_seconds must be a number >= 0"),
     ({"outputs": "predict"}, "outputs must be a list"),
     ({"parameters": [1]}, "parameters must be an object"),

@@ -169,6 +169,21 @@ def test_too_many_dimensions_is_a_clean_400(iris, dims):
             assert "dimensions" in caught.value.details()
 
 
+@pytest.mark.parametrize("instances", [
+    [{f"k{i}": 1.0} for i in range(5000)],  # every record with a key of its own
+    [{f"c{i}": {str(i): 1.0} for i in range(5000)}],  # {index: value} columns, each its own index
+], ids=["records", "indexed"])
+def test_records_that_would_make_a_huge_table_are_refused_at_once(iris, instances):
+    """A 100 KB body of records whose keys all differ would be a 5000 x 5000 table, nearly all
+    missing values: refused before it is built."""
+    started = time.monotonic()
+    reply = requests.post(iris.url + "/v1/models/iris:predict", json={"instances": instances},
+                          timeout=30)
+    assert reply.status_code == 400 and "too few rows have the same keys" in reply.json()["error"]
+    assert time.monotonic() - started < 2
+    assert live(iris) < 1  # the server was not held up
+
+
 def test_gzip_encoded_v1_requests_are_read(iris):
     reply = requests.post(iris.url + "/v1/models/iris:predict", data=gzip.compress(V1_BODY),
                           headers={"Content-Encoding": "gzip",

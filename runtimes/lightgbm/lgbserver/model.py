@@ -32,7 +32,6 @@ MODEL_EXTENSIONS = (".bst", ".txt", ".json")
 NOT_MODELS = {"settings.json"}  # a model repository's per-model settings
 TEXT_MODEL = b"tree\n"  # how LightGBM's text model format begins
 CLASSIFIER_OBJECTIVES = {"binary", "multiclass", "multiclassova"}
-OUTPUTS = ("predict", "predict_proba", "label")
 # The names LightGBM gives the features of a model fit on a plain array.
 _UNNAMED = re.compile(r"Column_\d+")
 # LightGBM splits a call's rows among its threads; below this many rows per thread, starting

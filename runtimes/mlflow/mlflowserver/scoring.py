@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from modelserver import RouteRequest, ServingError
+from modelserver import Reply, RouteRequest, ServingError
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -32,8 +32,6 @@ ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQ
                504: "DEADLINE_EXCEEDED"}
 
 MAX_MESSAGE = 1000
-
-Reply = tuple[int, bytes, str]
 
 
 class ScoringError(ServingError):

@@ -96,7 +96,16 @@ class Model:
         is the path's (`:predict`, or another a dialect has, as TF Serving's `:classify`)."""
         if verb != "predict":
             raise NotFound(f"model '{self.name}' answers :predict, not :{verb}")
-        return v1.decode(body, self.inputs(), self.settings.outputs)
+        return v1.decode(body, self._v1_rows_input(), self.settings.outputs)
+
+    def _v1_rows_input(self) -> str:
+        """What v1 rows are named as one tensor: the model's single input, else `input-0`;
+        worked out at the first request (a loaded model's inputs do not change)."""
+        name = self.__dict__.get("_rows_input")
+        if name is None:
+            specs = self.inputs()
+            name = self._rows_input = specs[0].name if len(specs) == 1 else "input-0"
+        return name
 
     def encode_v1(self, response: InferResponse, body: Any, verb: str = "predict") -> dict:
         """The v1 answer; `body` is the request decode_v1 got, for dialects whose answer takes
@@ -210,9 +219,7 @@ def _select(outputs: list[Tensor], requested: list[RequestedOutput], model: str)
     by_name = {t.name: t for t in outputs}
     selected = []
     for want in requested:
-        # By the name answered under when it has been renamed already (a merged batch's outputs
-        # are selected once for the batch and again for each request in it).
-        tensor = by_name.get(want.name) or by_name.get(want.answer_as)
+        tensor = by_name.get(want.name)
         if tensor is None:
             index = kserve_index(want.name, KSERVE_OUTPUT)
             if index is not None and index < len(outputs):  # a model that declares no outputs

@@ -91,7 +91,7 @@ def resolve(*layers: tuple[Mapping[str, Any], str]) -> ModelSettings:
                 continue
             if key == "parameters":
                 parameters.update(_mapping(value, where))
-            elif key == "max_batch_size" and value == 0:  # "no batching": merge nothing
+            elif key == "max_batch_size" and type(value) is int and value == 0:  # no batching
                 values["dynamic_batching"] = False
             else:
                 values[key] = _checked(key, value, where)

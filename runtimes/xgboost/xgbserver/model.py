@@ -32,7 +32,6 @@ NOT_MODELS = {"settings.json"}  # a model repository's per-model settings
 
 CLASSIFIER_OBJECTIVES = {"binary:logistic", "binary:hinge", "multi:softmax", "multi:softprob"}
 PROBA_OBJECTIVES = {"binary:logistic", "multi:softmax", "multi:softprob"}
-OUTPUTS = ("predict", "predict_proba", "label")
 # XGBoost's feature types as v2 datatypes; XGBoost computes in float32 whatever it is given.
 # Where XGBoost records its version: `"version":[3,2,0]` in JSON, an int8 array in UBJSON.
 _JSON_VERSION = re.compile(rb'"version"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]')

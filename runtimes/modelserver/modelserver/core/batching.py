@@ -87,6 +87,7 @@ class Batcher:
         self.execute = execute
         self.executed = executed
         self.pending: deque[_Pending] = deque()
+        self.pending_rows = 0  # their rows, kept as they come and go
         self.drainer: asyncio.Task | None = None
 
     async def submit(self, request: InferRequest, call: Call) -> list[Tensor]:
@@ -96,6 +97,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append(_Pending(request, call, keyed[0], keyed[1], future))
+        self.pending_rows += keyed[1]
         if self.drainer is None:
             self.drainer = loop.create_task(self._drain())
         return await future
@@ -103,7 +105,7 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self.pending:
-                if self.delay and self._rows() < self.max_rows:
+                if self.delay and self.pending_rows < self.max_rows:
                     await asyncio.sleep(self.delay)
                 await self._run(self._take())
                 await self._settle()
@@ -113,15 +115,12 @@ class Batcher:
     async def _settle(self) -> None:
         deadline = perf_counter() + SETTLE_LIMIT
         quiet = 0
-        while quiet < QUIET_TURNS and self._rows() < self.max_rows:
+        while quiet < QUIET_TURNS and self.pending_rows < self.max_rows:
             turn = perf_counter()
             if turn > deadline:
                 return
             await asyncio.sleep(0)
             quiet = quiet + 1 if perf_counter() - turn < QUIET_TURN else 0
-
-    def _rows(self) -> int:
-        return sum(item.rows for item in self.pending)
 
     def _take(self) -> list[_Pending]:
         """The oldest request, and the later ones that can merge with it, up to max_rows."""
@@ -135,6 +134,7 @@ class Batcher:
             else:
                 rest.append(item)
         self.pending = rest
+        self.pending_rows -= rows
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:

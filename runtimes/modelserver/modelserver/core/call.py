@@ -8,7 +8,7 @@ from time import perf_counter
 from typing import Any
 
 # Protocol labels, as metrics name them.
-V1, V2, GRPC, ROUTE = "v1", "v2", "grpc", "route"
+GRPC = "grpc"  # REST requests are labelled by their path: v1, v2, or a custom route's
 
 
 class Call:

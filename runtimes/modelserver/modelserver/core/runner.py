@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from math import ceil
 from time import perf_counter
 from typing import Any, Protocol
 
 from ..errors import InvalidInput, ModelFailed, ModelNotReady, ServingError, Timeout, Unavailable
 from ..model import Model, Route
+from ..ops.cpus import available_cpus
 from ..ops.metrics import ModelMetrics
 from ..protocol import content_types, v2json
 from ..types import InferRequest, InferResponse, Reply, RouteRequest
@@ -46,11 +47,11 @@ class Runner:
         self.max_tensor_elements = max_tensor_elements
         self.inflight = 0  # requests inside now; unloading waits for them
         self.running: dict[object, float] = {}  # calls in the model's threads: their starts
-        self.finished = 0.0  # when the last such call returned
+        self.finished = float("-inf")  # when the last such call returned
         self.warming = False  # warmup requests are counted nowhere
-        # A pool of the model's own (of the standard pool's size): a model whose predict hangs
-        # holds only its own threads.
-        self.pool_size = min(32, (os.cpu_count() or 1) + 4)
+        # A pool of the model's own (sized as the standard pool, from the CPUs the container
+        # has rather than the node's): a model whose predict hangs holds only its own threads.
+        self.pool_size = min(32, ceil(available_cpus()) + 4)
         self.executor = (ThreadPoolExecutor(self.pool_size, f"predict-{model.name}")
                          if model.predict_in_thread else None)
         self.batcher = (Batcher(settings.batch_rows, settings.max_batch_delay, self._execute,
@@ -89,8 +90,9 @@ class Runner:
                 request = await _maybe_await(self._preprocess(request))
             call.queued = perf_counter()
             if self.batcher is not None:
+                # Selected and named for this request already, as make_response selects them.
                 outputs = await self.batcher.submit(request, call)
-                response = model.make_response(InferResponse(outputs), request)
+                response = InferResponse(outputs, model.name, model.version, request.id)
             else:
                 response = await run_alone(self._execute, self._executed, request, call)
             if self._postprocess is not None:
@@ -132,10 +134,12 @@ class Runner:
         past the request deadline, or (batching, one call at a time) the batch call has run
         past it while nothing else finished. New requests would only wait for nothing."""
         timeout = self.settings.request_timeout_seconds
-        running = self.running.copy()  # one step under the GIL, though threads change it
-        if not running or not timeout:
-            return None
         now = perf_counter()
+        # A call that finished within the deadline rules both out (and keeps this cheap for
+        # every request while calls come and go).
+        if not timeout or now - self.finished < timeout:
+            return None
+        running = self.running.copy()  # one step under the GIL, though threads change it
         overdue = [started for started in running.values() if now - started > timeout]
         if not overdue:
             return None

@@ -15,32 +15,32 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
-from ..types import InferRequest, InferResponse, RequestedOutput, Tensor, TensorSpec
+from ..types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 
-def decode(body: Any, specs: list[TensorSpec], outputs: tuple[str, ...] | None) -> InferRequest:
+def decode(body: Any, rows_input: str, outputs: tuple[str, ...] | None) -> InferRequest:
     """The request a v1 body describes. Rows that are JSON objects become one input per key, so
-    models with named features get them by name; otherwise the rows are one tensor, named
-    after the model's single input (`specs`) or `input-0`."""
+    models with named features get them by name; otherwise the rows are one tensor named
+    `rows_input` (the model's single input, or `input-0`)."""
     if not isinstance(body, dict):
         raise InvalidInput("a v1 request must be a JSON object with 'instances' or 'inputs'")
     data = body.get("inputs")
     if isinstance(data, dict):
         inputs = [tensor(name, value) for name, value in data.items()]
     elif data is not None:
-        inputs = tensors_of_rows(data, specs)
+        inputs = tensors_of_rows(data, rows_input)
     elif "instances" in body:
         data = body["instances"]
         if not isinstance(data, list):
             raise InvalidInput("'instances' must be a list")
-        inputs = tensors_of_rows(data, specs)
+        inputs = tensors_of_rows(data, rows_input)
     else:
         raise InvalidInput("a v1 request needs 'instances' or 'inputs'")
     requested = None if outputs is None else [RequestedOutput(name) for name in outputs]
     return InferRequest(inputs=inputs, outputs=requested, parameters=body.get("parameters"))
 
 
-def tensors_of_rows(rows: Any, specs: list[TensorSpec]) -> list[Tensor]:
+def tensors_of_rows(rows: Any, rows_input: str) -> list[Tensor]:
     """Rows as tensors: one per key when they are records, else one named after the input."""
     if isinstance(rows, list) and rows:
         first = rows[0]
@@ -48,7 +48,7 @@ def tensors_of_rows(rows: Any, specs: list[TensorSpec]) -> list[Tensor]:
             return columns_of_rows(_records(rows))
         if isinstance(first, list) and first and isinstance(first[0], dict):
             return columns_of_rows(_records([r for part in rows for r in _listed(part)]))
-    return [tensor(_name(specs), rows)]
+    return [tensor(rows_input, rows)]
 
 
 def encode(response: InferResponse) -> dict:
@@ -82,7 +82,16 @@ def columns_of_rows(rows: list[dict]) -> list[Tensor]:
     except KeyError:
         pass
     names = list(dict.fromkeys(name for row in rows for name in row))
+    _dense_enough(len(rows), len(names), sum(len(row) for row in rows), "instances")
     return [_sparse_column(name, [row.get(name) for row in rows]) for name in names]
+
+
+def _dense_enough(rows: int, columns: int, given: int, what: str) -> None:
+    """Records whose keys differ make a table of rows x every key seen, the rest missing: a
+    small body could ask for a huge one. Refused when most of it would be missing."""
+    if rows * columns > 2 * given + 1024:
+        raise InvalidInput(f"the {what} hold {given} values for {rows} rows and {columns} "
+                           "different keys: too few rows have the same keys to make a table")
 
 
 def _sparse_column(name: str, values: list) -> Tensor:
@@ -113,6 +122,8 @@ def _indexed(item: dict) -> list[dict]:
     if not all(isinstance(column, dict) for column in columns):
         raise InvalidInput("every instance must hold {index: value} objects when the first does")
     index = dict.fromkeys(i for column in columns for i in column)
+    _dense_enough(len(index), len(item), sum(len(column) for column in columns),
+                  "{index: value} objects")
     return [{name: column.get(i) for name, column in item.items()} for i in index]
 
 
@@ -121,6 +132,3 @@ def _listed(part: Any) -> list:
         raise InvalidInput("every instance must be a list of JSON objects when the first one is")
     return part
 
-
-def _name(specs: list[TensorSpec]) -> str:
-    return specs[0].name if len(specs) == 1 else "input-0"

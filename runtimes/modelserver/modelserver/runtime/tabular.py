@@ -14,7 +14,7 @@ pandas is imported only when a DataFrame is built: the core starts without it.""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,11 @@ class Features:
     names: tuple[str, ...] | None = None
     width: int | None = None
     datatypes: tuple[str, ...] = ()
+    # The names as a set, for the lookups each request makes (a tuple's are linear).
+    known: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "known", frozenset(self.names or ()))
 
     @classmethod
     def of(cls, model: str, names: Iterable[Any] | None, width: int | None = None,
@@ -77,7 +82,7 @@ class Features:
         inputs = request.inputs
         if len(inputs) == 1:
             only = inputs[0]
-            if not (self.names and only.name in self.names and only.data.ndim == 1):
+            if not (only.name in self.known and only.data.ndim == 1):
                 return self.matrix(only.name, only.data,
                                    text and not (only.parameters and is_binary(only)))
         if self.names is None:
@@ -105,7 +110,7 @@ class Features:
         """Named inputs as 1-D columns of equal length, in the features' order; `binary`:
         the BYTES columns that hold raw bytes, not text."""
         names = self.names
-        unknown = [name for name in given if name not in names]
+        unknown = [name for name in given if name not in self.known]
         missing = [name for name in (names if required is None else required)
                    if name not in given]
         if unknown or missing:
