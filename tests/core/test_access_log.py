@@ -36,3 +36,17 @@ def test_batched_lines_go_out_whole_in_writes_a_pipe_keeps_together(monkeypatch)
     entries = [json.loads(line) for line in "".join(stream.writes).splitlines()]
     assert [e["model"] for e in entries] == [f"model-{i}" for i in range(500)]
     assert entries[0]["path"] == "/v2/models/model-0/infer" and entries[0]["status"] == 200
+
+
+def test_a_path_cannot_write_a_line_of_its_own(monkeypatch):
+    """A percent-encoded newline in a path (decoded before routing) is escaped in the text
+    log, so a client cannot forge the lines that follow."""
+    stream = RecordingStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    log = AccessLog()
+    log.configure(True, "text")
+    log.enabled = True
+    log("GET", "/v2/models/a\n2026-11-30 12:00:00,000 INFO forged\x1b[2J/ready", None, 404, 0.001)
+    log.flush()
+    lines = "".join(stream.writes).splitlines()
+    assert len(lines) == 1 and "\\n2026-11-30" in lines[0] and "\\x1b" in lines[0]

@@ -2,7 +2,9 @@
 
 import numpy as np
 import orjson
+import pytest
 
+from modelserver.errors import InvalidInput
 from modelserver.protocol.v2json import dumps
 
 
@@ -39,3 +41,10 @@ def test_large_bodies_of_plain_numbers_are_read_as_buffers():
     assert v2json._decode_large(b"{" + plain) is None
     assert v2json._decode_large(body([2**70] * 10_000, "FP64")) is None  # past 64 bits
     assert v2json.decode_body(body([2**70] * 10_000, "FP64")).inputs[0].data[0] == 2.0**70
+    # Nested data goes the general way, which refuses it when it is not rectangular (flattened,
+    # [[1, 2], [3]] would have fit a shape of [3]).
+    ragged = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [15_000],
+                                     "data": [[0.5] * 10_000, [0.5] * 5_000]}]}).encode()
+    assert v2json._decode_large(ragged) is None
+    with pytest.raises(InvalidInput, match="inhomogeneous"):
+        v2json.decode_body(ragged)

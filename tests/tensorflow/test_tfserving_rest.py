@@ -148,6 +148,9 @@ def test_regress_with_every_kind_of_feature(server):
     ("/v1/models/iris:classify", {"context": 3, "examples": [{"x": ROWS[0]}]},
      "'context' must be an object"),
     ("/v1/models/tfm:classify", {"examples": [{"x": ROWS[0]}]}, "is not a classify signature"),
+    # A 100 KB context in each of 2,000 examples would be 200 MB.
+    ("/v1/models/iris:classify", {"context": {"pad": {"b64": "QUFB" * 34_000}},
+                                  "examples": [{}] * 2000}, "would be over 64 MiB"),
 ])
 def test_classify_and_regress_errors_are_400(server, path, body, message):
     reply = post(server, path, body)

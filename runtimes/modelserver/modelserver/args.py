@@ -75,10 +75,12 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
                              "this, else 408 (default: 30)")
     limits.add_argument("--max_connections", type=int, default=2000,
                         help="open HTTP connections; past it the longest-idle one is closed "
+                             "(and gRPC calls at once; past it RESOURCE_EXHAUSTED) "
                              "(default: 2000)")
     limits.add_argument("--keep_alive_timeout", type=float, default=3660.0,
-                        help="seconds an idle HTTP connection stays open; longer than Envoy's "
-                             "1-hour upstream idle timeout, so the proxy always closes first "
+                        help="seconds an idle HTTP or gRPC connection stays open; longer than "
+                             "Envoy's 1-hour upstream idle timeout, so the proxy always closes "
+                             "first "
                              "(default: 3660)")
     limits.add_argument("--graceful_shutdown_seconds", type=float, default=25.0,
                         help="on SIGTERM, how long in-flight requests may take to finish "

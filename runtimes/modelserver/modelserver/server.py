@@ -157,6 +157,8 @@ async def _serve(args, serving: Serving, dataplane: DataPlane, metrics: Metrics,
             # Files of its own: gRPC looks at them from its own threads.
             grpc_server = await grpc.start(dataplane, args.host, args.grpc_port,
                                            max_message_bytes=args.grpc_max_message_bytes,
+                                           max_calls=args.max_connections,
+                                           idle_seconds=args.keep_alive_timeout,
                                            reuse_port=args.workers > 1,
                                            tls=TlsFiles.from_args(args))
         except OSError as exc:

@@ -185,6 +185,8 @@ def _text(value: Any, binary: bool) -> Any:
 
 # -- classify and regress -----------------------------------------------------------------------
 METHODS = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+# The context goes into every example: a small body could otherwise ask for a huge tensor.
+MAX_CONTEXT_COPIES_BYTES = 64 << 20
 
 
 def examples(body: dict, name: str) -> Tensor:
@@ -195,6 +197,10 @@ def examples(body: dict, name: str) -> Tensor:
         raise InvalidInput("'examples' must be a non-empty list of objects of features")
     context = body.get("context")
     shared = b"" if context is None else _example(context, "'context'").SerializeToString()
+    if len(shared) * len(listed) > MAX_CONTEXT_COPIES_BYTES:
+        raise InvalidInput(f"the context ({len(shared)} bytes) merged into each of "
+                           f"{len(listed)} examples would be over "
+                           f"{MAX_CONTEXT_COPIES_BYTES >> 20} MiB: send fewer examples a request")
     serialized = [shared + _example(item, f"example {i}").SerializeToString()
                   for i, item in enumerate(listed)]
     array = np.empty(len(serialized), dtype=object)

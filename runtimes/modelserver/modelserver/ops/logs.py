@@ -64,6 +64,8 @@ class AccessLog:
         if not self.enabled:
             return
         now = time.time()
+        if not self.json and not path.isprintable():  # a decoded %0A would start a new line
+            path = path.encode("unicode_escape").decode("ascii")
         message = f"{method} {path} {status} {seconds * 1000:.2f}ms"
         if self.json:
             entry = {"time": f"{self._stamp(now)}.{int(now % 1 * 1000):03d}Z", "level": "info",

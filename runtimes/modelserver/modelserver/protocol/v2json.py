@@ -105,6 +105,8 @@ def _decode_large(body: bytes | memoryview) -> InferRequest | None:
             flat = np.frombuffer(data.as_buffer(of_type=kind), dtype=_BUFFER_DTYPES[kind])
         except (TypeError, ValueError, RuntimeError):  # not all numbers of that kind, or out of
             return None  # range
+        if len(flat) != len(data):  # nested: the general way checks that it is rectangular
+            return None
         array = _narrowed(flat, to_numpy(head.get("datatype")))
         if array is None:
             return None

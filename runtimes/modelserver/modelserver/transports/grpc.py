@@ -3,7 +3,7 @@ model configuration, statistics and repository rpcs, plus gRPC health checking a
 reflection (`grpc.reflection.v1`, which current grpcurl and Postman ask for first, and
 `v1alpha`).
 
-It runs on grpc.aio in the worker's own event loop, beside uvicorn, and calls the same data
+It runs on grpc.aio in the worker's own event loop, beside the REST server, and calls the same data
 plane as REST, so both transports share models, batching, limits, errors and the recording of
 every call. Each worker
 process starts its own server after it is spawned; several workers share the port with
@@ -41,7 +41,6 @@ from .tls import TlsFiles
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-INFER_PATH = f"/{SERVICE}/ModelInfer"
 HEALTH_POLL_SECONDS = 0.5
 
 # The REST status of an error, as a gRPC status code.
@@ -319,11 +318,16 @@ def address_of(host: str, port: int) -> str:
 
 
 async def start(dataplane: DataPlane, host: str, port: int, *, max_message_bytes: int,
-                reuse_port: bool = False, tls: TlsFiles | None = None) -> GrpcServer:
-    """Serve gRPC on `host:port` in the running event loop, over TLS with `tls`."""
-    server = aio.server(options=[
+                max_calls: int, idle_seconds: float, reuse_port: bool = False,
+                tls: TlsFiles | None = None) -> GrpcServer:
+    """Serve gRPC on `host:port` in the running event loop, over TLS with `tls`: at most
+    `max_calls` calls at once (more are RESOURCE_EXHAUSTED), a connection idle for
+    `idle_seconds` closed, as REST bounds its connections."""
+    server = aio.server(maximum_concurrent_rpcs=max_calls, options=[
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_concurrent_streams", max_calls),
+        ("grpc.max_connection_idle_ms", int(idle_seconds * 1000)),
         # Without several workers, a port already taken is an error, not a silent share.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
