@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +36,7 @@ import yaml
 
 from fake_hub import push, start_hub
 from images_helpers import IMAGES, REPO, VERSION, generate
+from mlflow_registry import running_registry
 from ports import free_port, free_ports
 
 EXAMPLES = REPO / "examples"
@@ -467,28 +467,10 @@ def hub():
 
 @pytest.fixture(scope="module")
 def mlflow_registry(tmp_path_factory):
-    """A real `mlflow server` (SQLite registry, artifacts served by its proxy) on 127.0.0.1,
-    filled by tests/storage/mlflow_registry.py (the model `iris`, alias `champion`), and the
-    environment that points MLflow at it."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
-    seeding = subprocess.Popen([sys.executable, str(REPO / "tests/storage/mlflow_registry.py")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=folder, env=env)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-         url.rsplit(":", 1)[1], "--workers", "1", "--backend-store-uri",
-         f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
-    try:
-        _, err = seeding.communicate(timeout=300)
-        assert seeding.returncode == 0, err
+    """A real `mlflow server` holding the model `iris` (alias `champion`; see
+    tests/mlflow_registry.py), and the environment that points MLflow at it."""
+    with running_registry(tmp_path_factory.mktemp("mlflow")) as (url, _):
         yield {"MLFLOW_TRACKING_URI": url}
-    finally:
-        seeding.kill()
-        server.terminate()
-        server.wait(30)
 
 
 @needs_initializer

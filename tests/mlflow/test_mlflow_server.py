@@ -60,6 +60,18 @@ def iris_server(launch):
     return launch("-m", "mlflowserver", "--model_name", "iris", "--model_dir", str(EXAMPLE))
 
 
+def test_invocations_serves_one_model_and_says_so_when_it_cannot(server, launch, tmp_path):
+    """MLflow's /invocations has no model in its path: with several models served it is a 400
+    naming them; with its one model not ready yet, a 503."""
+    several = requests.post(server.url + "/invocations", json={"inputs": [[1.0]]}, timeout=10)
+    assert several.status_code == 400 and "several models answer /invocations" in \
+        several.json()["message"], several.text
+    empty = launch("-m", "mlflowserver", "--model_dir", str(tmp_path), "--multi_model")
+    none = requests.post(empty.url + "/invocations", json={"inputs": [[1.0]]}, timeout=10)
+    assert none.status_code == 503 and "no model that answers /invocations is ready" in \
+        none.json()["message"], none.text
+
+
 def test_every_model_loads(server, mlflow_models):
     index = requests.post(server.url + "/v2/repository/index", timeout=10).json()
     assert {m["name"]: m["state"] for m in index} == {n: "READY" for n in mlflow_models}

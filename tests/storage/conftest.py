@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import certifi
 import pytest
 from fake_hub import HubHandler, push, start_hub
+from mlflow_registry import running_registry
 from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -420,27 +421,6 @@ def hub(hub_server, monkeypatch, tmp_path):
 # -- MLflow: a tracking server with a SQLite registry and artifacts on disk, served by its proxy -
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """(its URL, what tests/storage/mlflow_registry.py registered there)."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    # The registry script imports MLflow while the server starts, then waits for it.
-    seeding = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("mlflow_registry.py"))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder,
-        env={**os.environ, "MLFLOW_TRACKING_URI": url})
-    try:
-        proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-                      str(port), "--workers", "1", "--backend-store-uri",
-                      f"sqlite:///{folder}/mlflow.db", "--artifacts-destination",
-                      str(folder / "artifacts")], folder / "server.log", port, timeout=180)
-    except BaseException:
-        seeding.kill()
-        raise
-    try:
-        out, err = seeding.communicate(timeout=300)
-        assert seeding.returncode == 0, err
-        yield url, json.loads(out.strip().splitlines()[-1])
-    finally:
-        seeding.kill()
-        stop(proc)
+    """(its URL, what tests/mlflow_registry.py registered there)."""
+    with running_registry(tmp_path_factory.mktemp("mlflow")) as registry:
+        yield registry
