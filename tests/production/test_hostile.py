@@ -184,6 +184,27 @@ def test_records_that_would_make_a_huge_table_are_refused_at_once(iris, instance
     assert live(iris) < 1  # the server was not held up
 
 
+def test_an_h2c_upgrade_is_declined_with_an_answer(iris):
+    """`curl --http2` asks to upgrade with its request, which is answered over HTTP/1.1 (the
+    parser stops at the upgrade, so a body that would follow is not read: a 400). Either way
+    the client gets an answer, then the connection closes."""
+    upgrade = (b"Host: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+               b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")
+    with_body = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(V1_BODY), V1_BODY)
+    for request, status, body in [
+        (b"GET /v2/models/iris HTTP/1.1\r\n" + upgrade + b"\r\n", b"200", b'"name":"iris"'),
+        (b"POST /v1/models/iris:predict HTTP/1.1\r\n" + upgrade + with_body, b"400",
+         b"the request has no body"),
+    ]:
+        with socket.create_connection(("127.0.0.1", iris.http_port), timeout=10) as sock:
+            sock.sendall(request)
+            reply = b""
+            while chunk := sock.recv(65536):  # until the server closes
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 " + status) and body in reply, reply
+
+
 def test_gzip_encoded_v1_requests_are_read(iris):
     reply = requests.post(iris.url + "/v1/models/iris:predict", data=gzip.compress(V1_BODY),
                           headers={"Content-Encoding": "gzip",

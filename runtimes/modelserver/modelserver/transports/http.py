@@ -172,6 +172,7 @@ class Connection(asyncio.Protocol):
         self.raw_head = 0
         self.started = 0.0
         self.closed = False
+        self.last = False  # the requests taken are answered, then the connection closes
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -213,7 +214,11 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            if self.reading or not (self.task or self.queue):
+                self._fail(400, "protocol upgrades are not supported")
+            else:  # the request came whole (h2c's upgrade asks with one): answer it over
+                self.last = True  # HTTP/1.1, and read nothing more on this connection
+                self.transport.pause_reading()
             return
         except httptools.HttpParserError as exc:
             refused = exc.__context__  # what a callback of ours raised, if it was that
@@ -312,7 +317,7 @@ class Connection(asyncio.Protocol):
     def respond(self, status: int, body: bytes, headers: Headers, keep_alive: bool) -> None:
         if self.closed:
             return
-        keep_alive = keep_alive and not self.server.draining
+        keep_alive = keep_alive and not self.server.draining and not (self.last and not self.queue)
         head = _head(status, body, headers, keep_alive, self.server.date())
         if len(body) <= _JOIN_LIMIT:
             self.transport.write(head + body)
